@@ -1,0 +1,57 @@
+"""Experiment loggers from the `logger` config group (W&B offline by default, CSV, none)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from fer.naming import wandb_id
+
+
+def grid_keys(cfg: DictConfig) -> dict[str, Any]:
+    """The flat keys every W&B run logs, so training and evaluation runs join in tables."""
+    split = cfg.get("split") or {}
+    return {
+        "model": cfg.model.name,
+        "init": cfg.init.name,
+        "fold": split.get("fold"),
+        "strategy": (cfg.get("strategy") or {}).get("name"),
+        "source": cfg.data.name,
+        "target": (cfg.get("target") or {}).get("name"),
+        "fraction": split.get("target_fraction"),
+        "seed": cfg.seed,
+        "split_seed": split.get("seed"),
+    }
+
+
+def build_logger(
+    cfg: DictConfig, run_dir: Path, job_type: str, extra: Mapping[str, Any] | None = None
+) -> Any | None:
+    """Instantiate `cfg.logger` for one job; None when `logger=none`."""
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return None
+    target = str(cfg.logger._target_)
+    if target.endswith("WandbLogger"):
+        os.environ.setdefault("WANDB_MODE", "offline")  # never require a login
+        os.environ.setdefault("WANDB_SILENT", "true")
+        name, run = str(cfg.name), run_dir.name
+        return instantiate(
+            cfg.logger, name=run, id=wandb_id(name, run, job_type), group=name,
+            job_type=job_type, save_dir=str(run_dir), resume="allow",
+            config={**grid_keys(cfg), **(extra or {})},
+        )
+    return instantiate(cfg.logger, save_dir=str(run_dir))
+
+
+def finish_wandb(exit_code: int) -> None:
+    """Finish the job's W&B run, if one is open (a failed job shows as failed)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)

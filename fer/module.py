@@ -1,0 +1,84 @@
+"""FERClassifier: the LightningModule every experiment trains."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from fer.data.datamodule import mix_seed
+from fer.scoring import summarize
+
+
+class FERClassifier(L.LightningModule):
+    """Cross-entropy classifier over an experiment's class list.
+
+    `optimizer` and `scheduler` are config partials (``_partial_: true``), finished in
+    `configure_optimizers` with the parameters that train. Hyper-parameters are stored as
+    plain containers, so checkpoints load with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        classes: Sequence[str],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        seed: int = 0,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"classes": list(classes), "seed": int(seed),
+                                   "config": config or {}})
+        self.net = net
+        self.classes = list(classes)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        n = len(self.classes)
+        self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes=n)
+        self.last_val: dict[str, Any] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout draws from torch's global RNG: seed it per batch from (seed, epoch, batch) so a
+        # resumed run continues exactly as an uninterrupted one (STYLE.md §7).
+        torch.manual_seed(mix_seed(self.hparams.seed, self.current_epoch, batch_idx))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        self.train_acc(logits.argmax(1), batch["label"])
+        bs = len(batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        self.val_confusion.update(logits.argmax(1), batch["label"])
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["label"]))
+
+    def on_validation_epoch_end(self) -> None:
+        summary = summarize(self.val_confusion.compute().cpu().numpy(), self.classes)
+        self.val_confusion.reset()
+        self.last_val = summary
+        self.log("val/acc", summary["acc"], prog_bar=True)
+        self.log("val/acc_macro", summary["acc_macro"])
+        for c, acc in summary["per_class"].items():
+            if acc is not None:
+                self.log(f"val/acc_{c}", acc)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}

@@ -1,0 +1,89 @@
+"""Run directories: the resolved config, "finished", failures (DESIGN.md "Finished")."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer.errors import RunStateError
+from fer.io import atomic_write_json, atomic_write_text, read_json_or_none
+from fer.naming import is_non_result_key
+
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+
+
+def now() -> str:
+    """UTC timestamp for run records."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}` (lists stay values)."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    """Keys whose values differ between two resolved configs, ignoring non-result keys."""
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in set(a) | set(b)
+                  if not is_non_result_key(k) and a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def read_config(run_dir: str | Path) -> dict | None:
+    """The run's own resolved config, or None when it has not started training."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        return None
+    return yaml.safe_load(path.read_text())
+
+
+def ensure_config(run_dir: str | Path, resolved: dict) -> None:
+    """Write `config.yaml` once; on a re-run refuse when a result-changing key differs."""
+    old = read_config(run_dir)
+    if old is None:
+        atomic_write_text(Path(run_dir) / CONFIG, yaml.safe_dump(resolved, sort_keys=False))
+        return
+    diff = config_diff(old, resolved)
+    if diff:
+        raise RunStateError(
+            f"{run_dir} was trained with a different config (keys: {', '.join(diff)}); "
+            "use a new override/name, or train.force=true to retrain it"
+        )
+
+
+def status(run_dir: str | Path) -> str | None:
+    """`finished`, `failed`, or None (never started / in progress / corrupt metrics.json)."""
+    metrics = read_json_or_none(Path(run_dir) / METRICS)
+    return metrics.get("status") if isinstance(metrics, dict) else None
+
+
+def is_finished(run_dir: str | Path, resolved: dict) -> bool:
+    """Finished iff metrics.json says so *and* the stored config equals the new one."""
+    if status(run_dir) != "finished":
+        return False
+    ensure_config(run_dir, resolved)  # raises on a changed config: never reported stale
+    return True
+
+
+def write_metrics(run_dir: str | Path, metrics: dict) -> Path:
+    """Write `metrics.json` atomically (the last file a finished run writes)."""
+    return atomic_write_json(Path(run_dir) / METRICS, metrics)
+
+
+def write_failure(run_dir: str | Path, reason: str) -> Path:
+    """Record a user error of one multirun job (the sweep goes on; sweep.py lists it)."""
+    return write_metrics(run_dir, {"status": "failed", "reason": reason, "at": now()})
+
+
+def read_json_metrics(run_dir: str | Path) -> dict:
+    """metrics.json of a run (empty dict when missing or corrupt)."""
+    return read_json_or_none(Path(run_dir) / METRICS) or {}

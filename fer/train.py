@@ -1,0 +1,138 @@
+"""`train(cfg)`: one training job from a composed config (called by train.py and by tests).
+
+Heavy imports (torch, Lightning) happen after the start-up checks, so a bad value fails fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fer import runs
+from fer.checks import check_train_config
+from fer.labels import check_classes
+
+log = logging.getLogger("fer.train")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or resume, or skip when finished) the run in `cfg.paths.run_dir`.
+
+    Returns the run's metrics.json content.
+    """
+    check_train_config(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.train.force:
+        _clear_run(run_dir)
+    elif runs.is_finished(run_dir, resolved):
+        print(f"already finished: {run_dir}")
+        return runs.read_json_metrics(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.ensure_config(run_dir, resolved)
+    return _fit(cfg, run_dir, resolved)
+
+
+def _clear_run(run_dir: Path) -> None:
+    for name in ("last.ckpt", "best.ckpt", runs.METRICS, runs.CONFIG):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "wandb", ignore_errors=True)
+
+
+def _resume_checkpoint(run_dir: Path) -> Path | None:
+    """`last.ckpt` when it loads; a corrupt one is moved aside (reported) and training restarts."""
+    from fer.checkpoint_io import load_checkpoint
+    from fer.errors import DataError
+
+    last = run_dir / "last.ckpt"
+    if not last.exists():
+        return None
+    try:
+        load_checkpoint(last)
+    except DataError as e:
+        bad = last.with_suffix(".ckpt.corrupt")
+        last.replace(bad)
+        log.warning("%s; moved to %s, training from the start", e, bad.name)
+        return None
+    return last
+
+
+def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from fer.checkpoint_io import AtomicCheckpointIO, save_weights_only
+    from fer.loggers import build_logger, finish_wandb
+    from fer.models.build import build_model
+    from fer.module import FERClassifier
+
+    started = time.time()
+    classes = check_classes(cfg.classes)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = instantiate(
+        cfg.datamodule, data=cfg.data, split=cfg.split, classes=list(classes),
+        input=cfg.model.input, cache_dir=cfg.paths.cache_dir, seed=int(cfg.seed),
+        _convert_="all",
+    )
+    net = build_model(cfg.model, cfg.init, len(classes))
+    module = FERClassifier(
+        net, classes, optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        seed=int(cfg.seed), config=resolved,
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    logger = build_logger(cfg, run_dir, "train")
+    exit_code = 1
+    try:
+        trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=logger if logger is not None else False,
+            plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
+        )
+        resume = _resume_checkpoint(run_dir)
+        if resume is not None:
+            print(f"resuming from {resume}")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        reported = run_dir / f"{cfg.eval.checkpoint}.ckpt"
+        if not reported.exists():
+            raise RuntimeError(f"training ended without {reported}")
+        trainer.validate(module, datamodule=datamodule, ckpt_path=str(reported), verbose=False)
+        best_cb = trainer.checkpoint_callback
+        metrics = {
+            "status": "finished",
+            "name": str(cfg.name),
+            "run_name": run_dir.name,
+            "checkpoint": cfg.eval.checkpoint,
+            "checkpoint_path": reported.name,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "best_val_acc": float(best_cb.best_model_score) if best_cb.best_model_score
+            is not None else None,
+            "classes": list(classes),
+            "val": module.last_val,
+            "data": {"name": cfg.data.name, **datamodule.describe()},
+            "duration_s": round(time.time() - started, 1),
+            "finished_at": runs.now(),
+        }
+        _keep_reported(run_dir, reported, cfg.train.keep_checkpoints, save_weights_only)
+        runs.write_metrics(run_dir, metrics)
+        exit_code = 0
+        print(f"finished: {run_dir}  val/acc={metrics['val']['acc']:.3f} "
+              f"({cfg.eval.checkpoint}.ckpt)")
+        return metrics
+    finally:
+        finish_wandb(exit_code)
+
+
+def _keep_reported(run_dir: Path, reported: Path, keep: str, save_weights_only: Any) -> None:
+    """Finished runs keep only the reported checkpoint, weights only (unless keep=all)."""
+    if keep == "all":
+        return
+    save_weights_only(reported, reported)
+    for other in ("last.ckpt", "best.ckpt"):
+        if other != reported.name:
+            (run_dir / other).unlink(missing_ok=True)

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real Hydra config, composed and shrunk for CPU tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import fer.naming  # noqa: F401  (resolver used by the configs)
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache dir per session: small synthetic sets render once and are reused."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, synthetic_cache: Path) -> Callable[..., DictConfig]:
+    """Compose `train.yaml` with overrides, then shrink it: tiny data, CPU, no logger."""
+
+    def _make(*overrides: str, run_dir: Path | None = None, tiny: bool = True) -> DictConfig:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=["logger=none", *overrides])
+        with open_dict(cfg):
+            cfg.paths.run_dir = str(run_dir or tmp_path / "run")
+            cfg.paths.cache_dir = str(synthetic_cache)
+            cfg.trainer.enable_progress_bar = False
+            if tiny:
+                cfg.data.source.n_subjects = 10
+                cfg.data.source.per_class = 2
+                cfg.trainer.max_epochs = 1
+        return cfg
+
+    return _make
