@@ -19,8 +19,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     `$TMPDIR` is on another filesystem (SLURM nodes): a kill mid-copy leaves a torn file.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 

@@ -40,9 +40,15 @@ def build_logger(
         os.environ.setdefault("WANDB_MODE", "offline")  # never require a login
         os.environ.setdefault("WANDB_SILENT", "true")
         name, run = str(cfg.name), run_dir.name
-        return instantiate(
-            cfg.logger, name=run, id=wandb_id(name, run, job_type), group=name,
-            job_type=job_type, save_dir=str(run_dir), resume="allow",
+        # `config` is also instantiate()'s own first parameter: finish a partial instead.
+        make = instantiate(cfg.logger, _partial_=True)
+        return make(
+            name=run,
+            id=wandb_id(name, run, job_type),
+            group=name,
+            job_type=job_type,
+            save_dir=str(run_dir),
+            resume="allow",
             config={**grid_keys(cfg), **(extra or {})},
         )
     return instantiate(cfg.logger, save_dir=str(run_dir))

@@ -33,8 +33,9 @@ class FERClassifier(L.LightningModule):
         config: dict | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({"classes": list(classes), "seed": int(seed),
-                                   "config": config or {}})
+        self.save_hyperparameters(
+            {"classes": list(classes), "seed": int(seed), "config": config or {}}
+        )
         self.net = net
         self.classes = list(classes)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler

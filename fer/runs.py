@@ -34,8 +34,11 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 def config_diff(old: dict, new: dict) -> list[str]:
     """Keys whose values differ between two resolved configs, ignoring non-result keys."""
     a, b = flatten(old), flatten(new)
-    return sorted(k for k in set(a) | set(b)
-                  if not is_non_result_key(k) and a.get(k, "<absent>") != b.get(k, "<absent>"))
+    return sorted(
+        k
+        for k in set(a) | set(b)
+        if not is_non_result_key(k) and a.get(k, "<absent>") != b.get(k, "<absent>")
+    )
 
 
 def read_config(run_dir: str | Path) -> dict | None:

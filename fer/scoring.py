@@ -29,7 +29,8 @@ def summarize(confusion: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     }
     return {
         "acc": float(correct.sum() / total) if total else float("nan"),
-        "acc_macro": float(np.mean(correct[present] / support[present])) if present.any()
+        "acc_macro": float(np.mean(correct[present] / support[present]))
+        if present.any()
         else float("nan"),
         "per_class": per_class,
         "support": {c: int(support[i]) for i, c in enumerate(classes)},

@@ -75,23 +75,34 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     classes = check_classes(cfg.classes)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = instantiate(
-        cfg.datamodule, data=cfg.data, split=cfg.split, classes=list(classes),
-        input=cfg.model.input, cache_dir=cfg.paths.cache_dir, seed=int(cfg.seed),
+        cfg.datamodule,
+        data=cfg.data,
+        split=cfg.split,
+        classes=list(classes),
+        input=cfg.model.input,
+        cache_dir=cfg.paths.cache_dir,
+        seed=int(cfg.seed),
         _convert_="all",
     )
     net = build_model(cfg.model, cfg.init, len(classes))
     module = FERClassifier(
-        net, classes, optimizer=instantiate(cfg.optimizer),
+        net,
+        classes,
+        optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        seed=int(cfg.seed), config=resolved,
+        seed=int(cfg.seed),
+        config=resolved,
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     logger = build_logger(cfg, run_dir, "train")
     exit_code = 1
     try:
         trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=logger if logger is not None else False,
-            plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=logger if logger is not None else False,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run_dir),
         )
         resume = _resume_checkpoint(run_dir)
         if resume is not None:
@@ -110,8 +121,9 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
             "checkpoint_path": reported.name,
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
-            "best_val_acc": float(best_cb.best_model_score) if best_cb.best_model_score
-            is not None else None,
+            "best_val_acc": float(best_cb.best_model_score)
+            if best_cb.best_model_score is not None
+            else None,
             "classes": list(classes),
             "val": module.last_val,
             "data": {"name": cfg.data.name, **datamodule.describe()},
@@ -121,8 +133,9 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
         _keep_reported(run_dir, reported, cfg.train.keep_checkpoints, save_weights_only)
         runs.write_metrics(run_dir, metrics)
         exit_code = 0
-        print(f"finished: {run_dir}  val/acc={metrics['val']['acc']:.3f} "
-              f"({cfg.eval.checkpoint}.ckpt)")
+        print(
+            f"finished: {run_dir}  val/acc={metrics['val']['acc']:.3f} ({cfg.eval.checkpoint}.ckpt)"
+        )
         return metrics
     finally:
         finish_wandb(exit_code)

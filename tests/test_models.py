@@ -41,8 +41,12 @@ def test_glorot_zero_bias_and_bounds():
 
 
 def test_build_model_from_config():
-    net = build_model({"arch": "small_vgg", "input": {"channels": 1, "size": 48}},
-                      {"name": "glorot"}, 6)
+    net = build_model(
+        {"arch": "small_vgg", "input": {"channels": 1, "size": 48}}, {"name": "glorot"}, 6
+    )
     assert net.classifier[-1].out_features == 6
-    assert all(float(m.bias.detach().abs().sum()) == 0 for m in net.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert all(
+        float(m.bias.detach().abs().sum()) == 0
+        for m in net.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    )

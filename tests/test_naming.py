@@ -11,8 +11,16 @@ def test_run_name_sorted_and_joined():
 
 
 def test_run_name_excludes_non_result_prefixes():
-    overrides = ["logger=csv", "logger.project=x", "hydra/launcher=slurm", "paths.cache_dir=/x",
-                 "eval.checkpoint=best", "train.force=true", "name=study", "model=vgg16"]
+    overrides = [
+        "logger=csv",
+        "logger.project=x",
+        "hydra/launcher=slurm",
+        "paths.cache_dir=/x",
+        "eval.checkpoint=best",
+        "train.force=true",
+        "name=study",
+        "model=vgg16",
+    ]
     assert run_name(overrides) == "model-vgg16"
     assert run_name(["logger=csv"]) == "run"
     assert run_name([]) == "run"
@@ -21,8 +29,13 @@ def test_run_name_excludes_non_result_prefixes():
 
 
 def test_run_name_sanitises_and_hashes():
-    name = run_name(["data@target=jaffe", "+model.attention.after_blocks=[2,3,4]",
-                     "init.weights_path=/a/b c.pth"])
+    name = run_name(
+        [
+            "data@target=jaffe",
+            "+model.attention.after_blocks=[2,3,4]",
+            "init.weights_path=/a/b c.pth",
+        ]
+    )
     assert all(ch.isalnum() or ch in "._+-" for ch in name)
     assert "data.target-jaffe" in name
     # different values that sanitise alike never collide

@@ -40,7 +40,7 @@ def test_fold_out_of_range_names_key():
     with pytest.raises(ConfigError, match=r"split.fold=12 is out of range: allowed 0..9"):
         splits.check_kfold_keys(10, 12)
     labels, subjects = _toy(n_subjects=3)
-    with pytest.raises(ConfigError, match="split.k=4 exceeds"):
+    with pytest.raises(ConfigError, match=r"split\.k=4 exceeds"):
         splits.kfold(labels, subjects, k=4, fold=0, seed=0)
 
 

@@ -42,8 +42,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-                 if self.shuffle else np.arange(self.n))
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            if self.shuffle
+            else np.arange(self.n)
+        )
         epoch = self.epoch
         return iter([(int(i), epoch) for i in order])
 
@@ -55,8 +58,14 @@ class FaceDataset(Dataset):
     """Faces of one subset; items are dicts with image, label, ROI mask and source row."""
 
     def __init__(
-        self, faces: FaceArrays, rows: np.ndarray, labels: np.ndarray,
-        transform: A.Compose, channels: int, seed: int, train: bool,
+        self,
+        faces: FaceArrays,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        transform: A.Compose,
+        channels: int,
+        seed: int,
+        train: bool,
     ) -> None:
         self.faces, self.rows, self.labels = faces, rows, labels
         self.transform, self.channels, self.seed, self.train = transform, channels, seed, train
@@ -74,8 +83,12 @@ class FaceDataset(Dataset):
             # albumentations keeps its own generator: seed it per sample (STYLE.md §7).
             self.transform.set_random_seed(mix_seed(self.seed, epoch, row))
         out = self.transform(image=image, mask=self.faces.masks[row].transpose(1, 2, 0))
-        return {"image": out["image"], "label": int(self.labels[i]),
-                "mask": out["mask"].to(torch.uint8), "index": row}
+        return {
+            "image": out["image"],
+            "label": int(self.labels[i]),
+            "mask": out["mask"].to(torch.uint8),
+            "index": row,
+        }
 
 
 def build_transform(
@@ -85,12 +98,16 @@ def build_transform(
 
     Masks go through the same geometric transforms (nearest neighbour), so they stay aligned.
     """
-    return A.Compose([
-        *augment,
-        A.Resize(size, size, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST),
-        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
-        ToTensorV2(transpose_mask=True),
-    ])
+    return A.Compose(
+        [
+            *augment,
+            A.Resize(
+                size, size, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST
+            ),
+            A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+            ToTensorV2(transpose_mask=True),
+        ]
+    )
 
 
 class FERDataModule(L.LightningDataModule):
@@ -135,16 +152,23 @@ class FERDataModule(L.LightningDataModule):
         if len(manifest) == 0:
             raise DataError(f"dataset {self.data_cfg.get('name')}: no images of {self.classes}")
         size = int(self.data_cfg.get("cache_size", self.input["size"]))
-        self.faces = load_faces(manifest, size, Path(self.cache_dir) / "preprocess",
-                                self.data_cfg.get("preprocess", "none"))
+        self.faces = load_faces(
+            manifest,
+            size,
+            Path(self.cache_dir) / "preprocess",
+            self.data_cfg.get("preprocess", "none"),
+        )
         frame = self.faces.frame
         index = {c: i for i, c in enumerate(self.classes)}
         self.labels = frame["label"].map(index).to_numpy(np.int64)
         if self.split_cfg.get("name", "kfold") != "kfold":
             raise ConfigError(f"split={self.split_cfg.get('name')} is not implemented yet")
         self.split = splits.kfold(
-            frame["label"].to_numpy(), frame["subject"].to_numpy(), k=int(self.split_cfg["k"]),
-            fold=int(self.split_cfg["fold"]), seed=int(self.split_cfg["seed"]),
+            frame["label"].to_numpy(),
+            frame["subject"].to_numpy(),
+            k=int(self.split_cfg["k"]),
+            fold=int(self.split_cfg["fold"]),
+            seed=int(self.split_cfg["seed"]),
             group_by=self.split_cfg.get("group_by", "subject"),
             sequences=frame["sequence"].to_numpy(),
         )
@@ -152,10 +176,24 @@ class FERDataModule(L.LightningDataModule):
         mean, std = self.input["mean"], self.input["std"]
         train_tf = build_transform(size, mean, std, self.augment)
         eval_tf = build_transform(size, mean, std)
-        self.train_set = FaceDataset(self.faces, self.split.train, self.labels[self.split.train],
-                                     train_tf, channels, self.seed, train=True)
-        self.val_set = FaceDataset(self.faces, self.split.val, self.labels[self.split.val],
-                                   eval_tf, channels, self.seed, train=False)
+        self.train_set = FaceDataset(
+            self.faces,
+            self.split.train,
+            self.labels[self.split.train],
+            train_tf,
+            channels,
+            self.seed,
+            train=True,
+        )
+        self.val_set = FaceDataset(
+            self.faces,
+            self.split.val,
+            self.labels[self.split.val],
+            eval_tf,
+            channels,
+            self.seed,
+            train=False,
+        )
         self.train_sampler = EpochSampler(len(self.train_set), self.seed)
         self.train_sampler.set_epoch(self._epoch)
 
@@ -179,19 +217,27 @@ class FERDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, **kw: Any) -> DataLoader:
         workers = self.num_workers
         return DataLoader(
-            dataset, num_workers=workers, pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and workers > 0, **kw,
+            dataset,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and workers > 0,
+            **kw,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, batch_size=self.batch_size,
-                            sampler=self.train_sampler)
+        return self._loader(self.train_set, batch_size=self.batch_size, sampler=self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, batch_size=self.eval_batch_size, shuffle=False)
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        # Store the epoch the *resumed* run starts with: Lightning builds the train iterator
+        # (whose workers prefetch from the sampler) before it calls `set_epoch` on resume.
+        # Checkpoints are taken at epoch end, so that is the epoch after the current one.
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            return {"epoch": trainer.fit_loop.epoch_progress.current.completed + 1}
         return {"epoch": self.train_sampler.epoch if self.faces is not None else self._epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -21,9 +21,7 @@ class Manifest:
 
     frame: pd.DataFrame
     #: One row per file the parser skipped: ``path, reason``. Never silently dropped.
-    skipped: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["path", "reason"])
-    )
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
 
     def __post_init__(self) -> None:
         missing = [c for c in COLUMNS if c not in self.frame.columns]
@@ -38,9 +36,7 @@ class Manifest:
         return len(self.frame)
 
     @classmethod
-    def from_records(
-        cls, records: Iterable[dict], skipped: Iterable[dict] = ()
-    ) -> Manifest:
+    def from_records(cls, records: Iterable[dict], skipped: Iterable[dict] = ()) -> Manifest:
         """Build from row dicts; missing optional columns become empty strings."""
         frame = pd.DataFrame(list(records))
         for c in COLUMNS:

@@ -63,7 +63,10 @@ def cache_key(manifest: Manifest, size: int, method: str) -> str:
 
 
 def load_faces(
-    manifest: Manifest, size: int, cache_dir: str | Path, method: str = "none",
+    manifest: Manifest,
+    size: int,
+    cache_dir: str | Path,
+    method: str = "none",
     progress: bool = False,
 ) -> FaceArrays:
     """Return the manifest's faces at `size`×`size`, from the cache when it is valid."""
@@ -75,7 +78,9 @@ def load_faces(
             with np.load(cache, allow_pickle=False) as z:
                 keep = z["keep"]
                 return FaceArrays(
-                    z["images"], z["masks"], manifest.frame.iloc[keep].reset_index(drop=True),
+                    z["images"],
+                    z["masks"],
+                    manifest.frame.iloc[keep].reset_index(drop=True),
                     pd.DataFrame({"path": z["skipped_path"], "reason": z["skipped_reason"]}),
                 )
         except (OSError, ValueError, KeyError):
@@ -84,9 +89,14 @@ def load_faces(
     keep = manifest.frame.index.get_indexer(faces.frame.index)
 
     def write(f: io.BufferedWriter) -> None:
-        np.savez(f, images=faces.images, masks=faces.masks, keep=keep,
-                 skipped_path=faces.skipped["path"].astype(str).to_numpy(),
-                 skipped_reason=faces.skipped["reason"].astype(str).to_numpy())
+        np.savez(
+            f,
+            images=faces.images,
+            masks=faces.masks,
+            keep=keep,
+            skipped_path=faces.skipped["path"].astype(str).to_numpy(),
+            skipped_reason=faces.skipped["reason"].astype(str).to_numpy(),
+        )
 
     atomic_write(cache, write)  # through a file object: np.save appends .npy to bare names
     faces.frame = faces.frame.reset_index(drop=True)
@@ -105,15 +115,19 @@ def _build(manifest: Manifest, size: int, progress: bool) -> FaceArrays:
     for row in rows:
         try:
             img = decode_rgb(row.path)
-            msk = (_decode_mask(row.mask_path, len(REGIONS)) if has_masks
-                   else np.zeros((len(REGIONS), *img.shape[:2]), np.uint8))
+            msk = (
+                _decode_mask(row.mask_path, len(REGIONS))
+                if has_masks
+                else np.zeros((len(REGIONS), *img.shape[:2]), np.uint8)
+            )
         except (OSError, ValueError, SyntaxError) as e:
             skipped.append((row.path, f"unreadable image: {e}"))
             continue
         if img.shape[:2] != (size, size):
             img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-            msk = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
-                            for m in msk])
+            msk = np.stack(
+                [cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) for m in msk]
+            )
         images.append(img)
         masks.append(msk)
         kept.append(row.Index)

@@ -74,8 +74,9 @@ def kfold(
 
     check_kfold_keys(k, fold, group_by)
     labels = np.asarray(labels, dtype=str)
-    groups = groups_for(subjects, sequences if sequences is not None else [""] * len(labels),
-                        group_by)
+    groups = groups_for(
+        subjects, sequences if sequences is not None else [""] * len(labels), group_by
+    )
     n_groups = len(np.unique(groups))
     if n_groups < k:
         raise ConfigError(f"split.k={k} exceeds the number of {group_by} groups ({n_groups})")

@@ -24,15 +24,24 @@ class SmallVGG(nn.Module):
             return [nn.Conv2d(cin, cout, k), nn.ReLU()]
 
         self.features = nn.Sequential(
-            *conv(in_channels, 64, 2), *conv(64, 64, 2), nn.MaxPool2d(2),
-            *conv(64, 128, 3), *conv(128, 128, 3), *conv(128, 128, 3), nn.MaxPool2d(2),
+            *conv(in_channels, 64, 2),
+            *conv(64, 64, 2),
+            nn.MaxPool2d(2),
+            *conv(64, 128, 3),
+            *conv(128, 128, 3),
+            *conv(128, 128, 3),
+            nn.MaxPool2d(2),
         )
         with torch.no_grad():
             n_flat = self.features(torch.zeros(1, in_channels, input_size, input_size)).numel()
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(n_flat, 2048), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(2048, 1024), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(n_flat, 2048),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(2048, 1024),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(1024, num_classes),
         )
 
@@ -40,8 +49,9 @@ class SmallVGG(nn.Module):
         return self.classifier(self.features(x))
 
 
-def small_vgg(num_classes: int, in_channels: int = 1, input_size: int = 48,
-              dropout: float = 0.5) -> nn.Module:
+def small_vgg(
+    num_classes: int, in_channels: int = 1, input_size: int = 48, dropout: float = 0.5
+) -> nn.Module:
     """Study B's network at its default 48×48 grey input."""
     return SmallVGG(num_classes, in_channels, input_size, dropout)
 

@@ -38,8 +38,14 @@ def scan(
     from fer.data import synthetic
 
     classes = tuple(classes) if classes is not None else synthetic.DOMAINS[domain].classes
-    params = dict(domain=domain, n_subjects=n_subjects, per_class=per_class, seed=seed,
-                  size=size, classes=list(classes))
+    params = dict(
+        domain=domain,
+        n_subjects=n_subjects,
+        per_class=per_class,
+        seed=seed,
+        size=size,
+        classes=list(classes),
+    )
     folder = Path(root) / f"{domain}-{short_hash(json.dumps(params, sort_keys=True))}"
     done = folder / "manifest.csv"
     if not done.exists():
@@ -55,8 +61,12 @@ def _render_to(folder: Path, params: dict) -> None:
     from fer.data import synthetic
 
     s = synthetic.render_set(
-        params["domain"], params["n_subjects"], params["per_class"], params["seed"],
-        params["size"], params["classes"],
+        params["domain"],
+        params["n_subjects"],
+        params["per_class"],
+        params["seed"],
+        params["size"],
+        params["classes"],
     )
     bits = (1 << np.arange(s.masks.shape[1], dtype=np.uint8))[None, :, None, None]
     packed = (s.masks.astype(np.uint8) * bits).sum(axis=1).astype(np.uint8)
@@ -65,8 +75,17 @@ def _render_to(folder: Path, params: dict) -> None:
         img, msk = f"images/{subject}/{i:05d}_{label}.png", f"masks/{subject}/{i:05d}.png"
         _write_png(folder / img, cv2.cvtColor(s.images[i], cv2.COLOR_RGB2BGR))
         _write_png(folder / msk, packed[i])
-        rows.append(dict(path=img, mask_path=msk, label=label, subject=subject,
-                         sequence="", frame="", intensity=f"{s.intensities[i]:.4f}"))
+        rows.append(
+            dict(
+                path=img,
+                mask_path=msk,
+                label=label,
+                subject=subject,
+                sequence="",
+                frame="",
+                intensity=f"{s.intensities[i]:.4f}",
+            )
+        )
     (folder / "params.json").write_text(json.dumps(params, indent=2))
     atomic_write_text(folder / "manifest.csv", pd.DataFrame(rows).to_csv(index=False))
 

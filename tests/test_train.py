@@ -1,0 +1,131 @@
+"""Training in-process on tiny synthetic data: finish, skip, refuse, force, resume exactly."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from fer.errors import ConfigError, RunStateError
+from fer.models.backbones import small_vgg
+from fer.models.init import glorot_
+from fer.train import train
+
+
+def test_training_step_lowers_loss_on_fixed_batch():
+    torch.manual_seed(0)
+    net = glorot_(small_vgg(6))
+    x, y = torch.randn(16, 1, 48, 48), torch.arange(16) % 6
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def loss() -> float:
+        net.eval()
+        with torch.no_grad():
+            return F.cross_entropy(net(x), y).item()
+
+    losses = [loss()]
+    for _ in range(10):
+        net.train()
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        losses.append(loss())
+    assert all(b < a for a, b in itertools.pairwise(losses))  # every step lowers it
+    assert losses[-1] < losses[0] - 0.1
+
+
+def test_train_finishes_then_skips_refuses_and_forces(make_cfg, tmp_path, capsys):
+    cfg = make_cfg()
+    metrics = train(cfg)
+    run = Path(cfg.paths.run_dir)
+    assert metrics["status"] == "finished"
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk["status"] == "finished" and on_disk["epochs"] == 1
+    assert on_disk["checkpoint"] == "last" and not (run / "best.ckpt").exists()
+    assert set(on_disk["val"]["classes"]) == set(cfg.classes)
+    train_subjects, val_subjects = (set(on_disk["data"][s]["subjects"]) for s in ("train", "val"))
+    assert train_subjects and val_subjects and not train_subjects & val_subjects
+    ckpt = torch.load(run / "last.ckpt", weights_only=True)
+    assert "optimizer_states" not in ckpt  # finished runs keep weights only
+    assert ckpt["hyper_parameters"]["classes"] == list(cfg.classes)
+    stamp = (run / "last.ckpt").stat().st_mtime_ns
+
+    train(make_cfg())  # same config: not retrained
+    assert "already finished" in capsys.readouterr().out
+    assert (run / "last.ckpt").stat().st_mtime_ns == stamp
+
+    with pytest.raises(RunStateError, match=r"optimizer\.lr"):
+        train(make_cfg("optimizer.lr=0.1"))
+
+    forced = make_cfg("train.force=true")
+    assert train(forced)["status"] == "finished"
+    assert (run / "last.ckpt").stat().st_mtime_ns != stamp
+
+
+def test_fold_out_of_range_stops_before_work(make_cfg):
+    cfg = make_cfg("split.k=10", "split.fold=12")
+    with pytest.raises(ConfigError, match=r"split.fold=12 is out of range: allowed 0..9"):
+        train(cfg)
+    assert not Path(cfg.paths.run_dir).exists()
+
+
+def _fit(cfg, max_epochs, ckpt_path=None):
+    """Lightning fit with the run's own datamodule/module (to interrupt between epochs)."""
+    from fer.checkpoint_io import AtomicCheckpointIO
+    from fer.models.build import build_model
+    from fer.module import FERClassifier
+
+    L.seed_everything(0, workers=True, verbose=False)
+    dm = instantiate(
+        cfg.datamodule,
+        data=cfg.data,
+        split=cfg.split,
+        classes=list(cfg.classes),
+        input=cfg.model.input,
+        cache_dir=cfg.paths.cache_dir,
+        seed=0,
+        _convert_="all",
+    )
+    module = FERClassifier(
+        build_model(cfg.model, cfg.init, len(cfg.classes)),
+        cfg.classes,
+        optimizer=instantiate(cfg.optimizer),
+        seed=0,
+    )
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=cfg.paths.run_dir,
+        callbacks=[instantiate(cfg.callbacks.checkpoint)],
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return module.net.state_dict()
+
+
+def test_resume_is_bit_identical_with_two_workers(make_cfg, tmp_path):
+    """Shuffling, augmentation and dropout continue exactly across a resume (STYLE.md §7)."""
+    overrides = ("datamodule.num_workers=2", "datamodule.persistent_workers=true")
+    straight = make_cfg(*overrides, run_dir=tmp_path / "a")
+    with open_dict(straight):
+        straight.datamodule.batch_size = 16
+    ref = _fit(straight, 2)
+
+    cut = make_cfg(*overrides, run_dir=tmp_path / "b")
+    with open_dict(cut):
+        cut.datamodule.batch_size = 16
+    _fit(cut, 1)
+    resumed = _fit(cut, 2, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    for k, v in ref.items():
+        assert torch.equal(v, resumed[k]), k
