@@ -26,6 +26,7 @@ def in_multirun() -> bool:
 def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run `task(cfg)`; a FerError ends a single run with its message (no traceback), and is
     recorded as `"status": "failed"` in a multirun job, which then returns."""
+    _quiet_warnings()
     try:
         return task(cfg)
     except FerError as e:
@@ -36,3 +37,27 @@ def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             write_failure(Path(cfg.paths.run_dir), str(e))
             return None
         sys.exit(f"error: {e}")
+
+
+def _quiet_warnings() -> None:
+    """Warnings that say nothing to a user of this repository."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")  # config.yaml is ours
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def quiet_lightning() -> None:
+    """One copy of each message: Lightning's own console handlers duplicate Hydra's logging
+    (whose handlers also write the run's log file). Call after importing Lightning; does
+    nothing outside a Hydra job, where Lightning's handlers are the only ones."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("lightning"):
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)

@@ -22,6 +22,9 @@ CANONICAL: tuple[str, ...] = (
 SIX_BASIC: tuple[str, ...] = CANONICAL[:6]
 SEVEN: tuple[str, ...] = CANONICAL[:7]
 
+#: ROI mask channels of every pre-processed face, in this order (DESIGN.md "ROI masks").
+REGIONS: tuple[str, ...] = ("eyes_brows", "mouth", "nose")
+
 #: Labels as they appear in tables (papers' spelling).
 DISPLAY: dict[str, str] = {
     "anger": "Anger",

@@ -67,11 +67,13 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from fer.checkpoint_io import AtomicCheckpointIO, save_weights_only
+    from fer.cli import quiet_lightning
     from fer.loggers import build_logger, finish_wandb
     from fer.models.build import build_model
     from fer.module import FERClassifier
 
     started = time.time()
+    quiet_lightning()
     classes = check_classes(cfg.classes)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = instantiate(

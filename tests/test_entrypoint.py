@@ -58,8 +58,11 @@ def test_multirun_three_folds_with_offline_wandb(tmp_path):
     for run in runs:
         assert json.loads((run / "metrics.json").read_text())["status"] == "finished"
         assert (run / "last.ckpt").exists()
-        offline = list((run / "wandb").glob("offline-run-*"))
+        offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
         assert len(offline) == 1, offline
+        record = offline[0].read_bytes()  # protobuf: keys and strings are stored verbatim
+        for needle in (b"split_seed", b"max_epochs", b"val/acc", b"train/loss"):
+            assert needle in record, needle
 
 
 def test_kill_after_first_epoch_then_resume(tmp_path):

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer.data import splits
 from fer.data.manifest import Manifest
-from fer.data.preprocess import REGIONS, FaceArrays, load_faces
+from fer.data.preprocess import FaceArrays, load_faces
 from fer.errors import ConfigError, DataError
-from fer.labels import check_classes
+from fer.labels import REGIONS, check_classes
 
 
 def mix_seed(*parts: int) -> int:

@@ -21,9 +21,7 @@ from PIL import Image
 
 from fer.data.manifest import Manifest
 from fer.io import atomic_write
-
-#: Mask channel order of every cached face (DESIGN.md "ROI masks").
-REGIONS: tuple[str, ...] = ("eyes_brows", "mouth", "nose")
+from fer.labels import REGIONS
 
 
 @dataclass

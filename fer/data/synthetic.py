@@ -25,16 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-CLASSES: tuple[str, ...] = (
-    "anger",
-    "disgust",
-    "fear",
-    "happiness",
-    "sadness",
-    "surprise",
-    "neutral",
-)
-REGIONS: tuple[str, ...] = ("eyes_brows", "mouth", "nose")  # mask channel order
+from fer.labels import REGIONS, SEVEN
+
+CLASSES: tuple[str, ...] = SEVEN  # the 7 canonical expressions, canonical order
 
 RGB = tuple[int, int, int]
 Range = tuple[float, float]

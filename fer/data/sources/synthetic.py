@@ -1,7 +1,7 @@
 """Synthetic faces as a dataset source: renders once into a cache folder, returns a Manifest.
 
 Images are PNG files and their exact ROI masks PNG bitfields (bit r = region r of
-`fer.data.synthetic.REGIONS`), so the synthetic set flows through the same scan -> preprocess
+`fer.labels.REGIONS`), so the synthetic set flows through the same scan -> preprocess
 path as a real dataset on disk.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fer.data.manifest import Manifest
+from fer.errors import ConfigError
 from fer.io import atomic_write_text
 from fer.naming import short_hash
 
@@ -37,7 +38,16 @@ def scan(
     """
     from fer.data import synthetic
 
-    classes = tuple(classes) if classes is not None else synthetic.DOMAINS[domain].classes
+    if domain not in synthetic.DOMAINS:
+        raise ConfigError(
+            f"data.source.domain={domain!r} is unknown; "
+            f"synthetic domains: {list(synthetic.DOMAINS)}"
+        )
+    have = synthetic.DOMAINS[domain].classes
+    classes = tuple(classes) if classes is not None else have
+    missing = [c for c in classes if c not in have]
+    if missing:
+        raise ConfigError(f"data.source.classes: domain {domain!r} has no {missing} images")
     params = dict(
         domain=domain,
         n_subjects=n_subjects,

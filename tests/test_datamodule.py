@@ -1,0 +1,90 @@
+"""FERDataModule: model-declared input format, masks aligned through augmentation, sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from fer.data.datamodule import EpochSampler, FaceDataset, build_transform
+from fer.data.preprocess import FaceArrays
+
+
+def _datamodule(cfg):
+    return instantiate(
+        cfg.datamodule,
+        data=cfg.data,
+        split=cfg.split,
+        classes=list(cfg.classes),
+        input=cfg.model.input,
+        cache_dir=cfg.paths.cache_dir,
+        seed=0,
+        _convert_="all",
+    )
+
+
+@pytest.mark.parametrize(("model", "shape"), [("small_vgg", (1, 48, 48)), ("vgg16", (3, 224, 224))])
+def test_delivers_the_models_input(make_cfg, model, shape):
+    dm = _datamodule(make_cfg(f"model={model}"))
+    dm.setup("fit")
+    item = dm.val_set[0]
+    assert tuple(item["image"].shape) == shape
+    assert tuple(item["mask"].shape) == (3, *shape[1:]) and item["mask"].dtype == torch.uint8
+    info = dm.describe()
+    assert not set(info["train"]["subjects"]) & set(info["val"]["subjects"])
+    assert info["train"]["size"] + info["val"]["size"] == len(dm.faces)
+    assert set(dm.faces.frame["label"]) == set(make_cfg().classes)  # neutral dropped
+
+
+def _squares() -> FaceArrays:
+    """Images bright exactly where mask channel 0 is set, so alignment is checkable."""
+    n, s = 4, 64
+    masks = np.zeros((n, 3, s, s), np.uint8)
+    for i in range(n):
+        masks[i, 0, 10 + i : 30 + i, 8:28] = 1  # off-centre: a flip or shift moves it
+        masks[i, 1, 44:54, 20 + i : 44 + i] = 1
+    images = np.repeat((masks[:, 0] * 200)[..., None], 3, axis=-1).astype(np.uint8)
+    frame = pd.DataFrame({"label": ["anger"] * n})
+    return FaceArrays(images, masks, frame, pd.DataFrame(columns=["path", "reason"]))
+
+
+def test_masks_follow_every_geometric_augmentation(make_cfg):
+    augment = instantiate(make_cfg().datamodule.augment)
+    for t in augment:
+        t.p = 1.0  # always apply: flips, rotation, shift, scale
+    tf = build_transform(48, [0.5], [0.25], augment)
+    ds = FaceDataset(_squares(), np.arange(4), np.zeros(4, int), tf, 1, seed=0, train=True)
+    moved = 0
+    for epoch in range(3):
+        for i in range(4):
+            item = ds[(i, epoch)]
+            bright = item["image"][0] * 0.25 + 0.5 > 0.4
+            region = item["mask"][0].bool()
+            iou = (bright & region).sum() / (bright | region).sum()
+            # edge pixels differ (area vs nearest resampling); a 3-px shift gives IoU < 0.7
+            assert iou > 0.78, (epoch, i, float(iou))
+            shifted = torch.roll(region, 3, dims=1)
+            assert (bright & shifted).sum() / (bright | shifted).sum() < 0.7
+            moved += int(not torch.equal(region, ds[(i, epoch + 1)]["mask"][0].bool()))
+    assert moved > 0  # the augmentation really moved things
+
+
+def test_augmentation_seeded_by_seed_epoch_index(make_cfg):
+    augment = instantiate(make_cfg().datamodule.augment)
+    tf = build_transform(48, [0.5], [0.25], augment)
+    ds = FaceDataset(_squares(), np.arange(4), np.zeros(4, int), tf, 1, seed=0, train=True)
+    assert torch.equal(ds[(1, 3)]["image"], ds[(1, 3)]["image"])
+    assert any(not torch.equal(ds[(1, 3)]["image"], ds[(1, e)]["image"]) for e in range(4, 8))
+
+
+def test_epoch_sampler_pairs_and_state():
+    s = EpochSampler(10, seed=1)
+    first = list(s)
+    assert sorted(i for i, _ in first) == list(range(10)) and {e for _, e in first} == {0}
+    s.set_epoch(1)
+    second = list(s)
+    assert {e for _, e in second} == {1} and [i for i, _ in second] != [i for i, _ in first]
+    s.set_epoch(1)
+    assert list(s) == second
