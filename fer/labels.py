@@ -60,3 +60,103 @@ def check_classes(classes: Sequence[str], key: str = "classes") -> tuple[str, ..
 def class_index(classes: Sequence[str]) -> dict[str, int]:
     """Map class name -> model output index for an experiment's class list."""
     return {c: i for i, c in enumerate(classes)}
+
+
+def _same(names: Sequence[str]) -> dict[str, str]:
+    return {n: n for n in names}
+
+
+#: Per-dataset label code -> canonical class (../shared/DATASETS.md §9). Codes are matched
+#: exactly (case included); a parser maps its raw code through `to_canonical`.
+DATASET_LABELS: dict[str, dict[str, str]] = {
+    "oulu_casia": {
+        d: d.lower() for d in ("Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
+    },
+    "faces": {
+        "a": "anger",
+        "d": "disgust",
+        "f": "fear",
+        "h": "happiness",
+        "s": "sadness",
+        "n": "neutral",
+    },
+    "jaffe": {
+        "AN": "anger",
+        "DI": "disgust",
+        "FE": "fear",
+        "HA": "happiness",
+        "SA": "sadness",
+        "SU": "surprise",
+        "NE": "neutral",
+    },
+    "fer2013": {
+        "0": "anger",
+        "1": "disgust",
+        "2": "fear",
+        "3": "happiness",
+        "4": "sadness",
+        "5": "surprise",
+        "6": "neutral",
+    },
+    "fer2013_folder": {
+        "angry": "anger",
+        "disgust": "disgust",
+        "fear": "fear",
+        "happy": "happiness",
+        "sad": "sadness",
+        "surprise": "surprise",
+        "neutral": "neutral",
+    },
+    "ckplus": {
+        "1": "anger",
+        "2": "contempt",
+        "3": "disgust",
+        "4": "fear",
+        "5": "happiness",
+        "6": "sadness",
+        "7": "surprise",
+    },
+    "mug": _same(SEVEN),
+    "rafdb": {
+        "1": "surprise",
+        "2": "fear",
+        "3": "disgust",
+        "4": "happiness",
+        "5": "sadness",
+        "6": "anger",
+        "7": "neutral",
+    },
+    "kdef": {
+        "AN": "anger",
+        "DI": "disgust",
+        "AF": "fear",
+        "HA": "happiness",
+        "SA": "sadness",
+        "SU": "surprise",
+        "NE": "neutral",
+    },
+    "affectnet": {
+        "0": "neutral",
+        "1": "happiness",
+        "2": "sadness",
+        "3": "surprise",
+        "4": "fear",
+        "5": "disgust",
+        "6": "anger",
+        "7": "contempt",
+    },
+    "tfeid": {
+        "ag": "anger",
+        "dg": "disgust",
+        "fg": "fear",
+        "hg": "happiness",
+        "sg": "sadness",
+        "pg": "surprise",
+        "ng": "neutral",
+    },
+}
+
+
+def to_canonical(dataset: str, code: str) -> str | None:
+    """Canonical class of a dataset's raw label code, or None when the code is unknown."""
+    return DATASET_LABELS[dataset].get(str(code))
