@@ -83,6 +83,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
         classes=list(classes),
         input=cfg.model.input,
         cache_dir=cfg.paths.cache_dir,
+        preprocess=cfg.preprocess,
         seed=int(cfg.seed),
         _convert_="all",
     )

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer.data import splits
 from fer.data.manifest import Manifest
-from fer.data.preprocess import FaceArrays, load_faces
+from fer.data.preprocess import FaceArrays, load_faces, settings_from
 from fer.errors import ConfigError, DataError
 from fer.labels import REGIONS, check_classes
 
@@ -66,9 +66,11 @@ class FaceDataset(Dataset):
         channels: int,
         seed: int,
         train: bool,
+        roi_only: Sequence[int] | None = None,
     ) -> None:
         self.faces, self.rows, self.labels = faces, rows, labels
         self.transform, self.channels, self.seed, self.train = transform, channels, seed, train
+        self.roi_only = list(roi_only) if roi_only else None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -76,13 +78,18 @@ class FaceDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         i, epoch = item if isinstance(item, tuple) else (item, 0)
         row = int(self.rows[i])
-        image = self.faces.images[row]
+        image = np.asarray(self.faces.images[row])
+        masks = np.asarray(self.faces.masks[row])
+        if self.roi_only:
+            # preprocess.combine=mask: zero outside the ROI union; geometry unchanged, so CAMs
+            # and masks keep sharing coordinates.
+            image = image * masks[self.roi_only].any(axis=0)[..., None].astype(np.uint8)
         if self.channels == 1:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
         if self.train:
             # albumentations keeps its own generator: seed it per sample (STYLE.md §7).
             self.transform.set_random_seed(mix_seed(self.seed, epoch, row))
-        out = self.transform(image=image, mask=self.faces.masks[row].transpose(1, 2, 0))
+        out = self.transform(image=image, mask=masks.transpose(1, 2, 0))
         return {
             "image": out["image"],
             "label": int(self.labels[i]),
@@ -120,6 +127,7 @@ class FERDataModule(L.LightningDataModule):
         classes: Sequence[str],
         input: dict,
         cache_dir: str,
+        preprocess: dict | None = None,
         seed: int = 0,
         batch_size: int = 32,
         eval_batch_size: int = 128,
@@ -133,6 +141,9 @@ class FERDataModule(L.LightningDataModule):
         self.classes = check_classes(classes)
         self.input = input
         self.cache_dir, self.seed = cache_dir, seed
+        self.preprocess_cfg = dict(preprocess or {"method": "none"})
+        if isinstance(data.get("preprocess"), str):  # a dataset of ready crops (synthetic)
+            self.preprocess_cfg["method"] = data["preprocess"]
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.augment = num_workers, list(augment or [])
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
@@ -152,47 +163,66 @@ class FERDataModule(L.LightningDataModule):
         if len(manifest) == 0:
             raise DataError(f"dataset {self.data_cfg.get('name')}: no images of {self.classes}")
         size = int(self.data_cfg.get("cache_size", self.input["size"]))
+        pre = self.preprocess_cfg
         self.faces = load_faces(
             manifest,
-            size,
+            settings_from(pre, size),
             Path(self.cache_dir) / "preprocess",
-            self.data_cfg.get("preprocess", "none"),
+            workers=int(pre.get("workers", 1)),
+            progress=bool(pre.get("progress", True)),
         )
         frame = self.faces.frame
+        self.dataset_classes = tuple(c for c in self.classes if c in set(frame["label"]))
         index = {c: i for i, c in enumerate(self.classes)}
         self.labels = frame["label"].map(index).to_numpy(np.int64)
+        # Training and validation use the faces whose regions were segmented (study A's
+        # protocol); excluded faces keep a fallback crop for evaluation on every face.
+        usable = self.faces.usable
+        if len(usable) == 0:
+            name = self.data_cfg.get("name")
+            raise DataError(f"dataset {name}: no usable face after preprocessing")
         if self.split_cfg.get("name", "kfold") != "kfold":
             raise ConfigError(f"split={self.split_cfg.get('name')} is not implemented yet")
+        sub = frame.iloc[usable]
         self.split = splits.kfold(
-            frame["label"].to_numpy(),
-            frame["subject"].to_numpy(),
+            sub["label"].to_numpy(),
+            sub["subject"].to_numpy(),
             k=int(self.split_cfg["k"]),
             fold=int(self.split_cfg["fold"]),
             seed=int(self.split_cfg["seed"]),
             group_by=self.split_cfg.get("group_by", "subject"),
-            sequences=frame["sequence"].to_numpy(),
+            sequences=sub["sequence"].to_numpy(),
         )
+        self.rows = {"train": usable[self.split.train], "val": usable[self.split.val]}
         channels, size = int(self.input["channels"]), int(self.input["size"])
         mean, std = self.input["mean"], self.input["std"]
+        roi_only = None
+        if pre.get("combine", "none") == "mask":
+            regions = pre.get("regions") or list(REGIONS)
+            roi_only = [REGIONS.index(r) for r in regions]
+        elif pre.get("combine", "none") != "none":
+            raise ConfigError(f"preprocess.combine={pre['combine']!r}: allowed none | mask")
         train_tf = build_transform(size, mean, std, self.augment)
         eval_tf = build_transform(size, mean, std)
         self.train_set = FaceDataset(
             self.faces,
-            self.split.train,
-            self.labels[self.split.train],
+            self.rows["train"],
+            self.labels[self.rows["train"]],
             train_tf,
             channels,
             self.seed,
             train=True,
+            roi_only=roi_only,
         )
         self.val_set = FaceDataset(
             self.faces,
-            self.split.val,
-            self.labels[self.split.val],
+            self.rows["val"],
+            self.labels[self.rows["val"]],
             eval_tf,
             channels,
             self.seed,
             train=False,
+            roi_only=roi_only,
         )
         self.train_sampler = EpochSampler(len(self.train_set), self.seed)
         self.train_sampler.set_epoch(self._epoch)
@@ -201,13 +231,15 @@ class FERDataModule(L.LightningDataModule):
         """Sizes, class counts and subjects of each subset (recorded in metrics.json)."""
         assert self.faces is not None
         frame, out = self.faces.frame, {}
-        for name, idx in (("train", self.split.train), ("val", self.split.val)):
+        for name, idx in self.rows.items():
             sub = frame.iloc[idx]
             out[name] = {
                 "size": len(idx),
                 "class_counts": {c: int((sub["label"] == c).sum()) for c in self.classes},
                 "subjects": sorted(sub["subject"].unique().tolist()),
             }
+        out["dataset_classes"] = list(self.dataset_classes)
+        out["excluded"] = int((frame["excluded"] != "").sum())
         out["skipped"] = self.faces.skipped.to_dict("records")
         out["group_by"], out["leaky"] = self.split.group_by, self.split.leaky
         out["regions"] = list(REGIONS)

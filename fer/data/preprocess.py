@@ -1,18 +1,27 @@
-"""Face crops and ROI masks for a whole manifest, as cached arrays, with an exclusion report.
+"""Face crops and ROI masks for a whole manifest: cached, parallel, with an exclusion report.
 
-This module holds the `none` preprocessing (images already are face crops, as the synthetic
-set is): decode, resize to the cache size, take exact masks where the source ships them.
-Detector-based preprocessing (dlib landmarks, Haar) plugs in here too.
+Methods (`preprocess=` config group): `landmarks` (dlib 68 points, default), `haar`
+(Viola–Jones face + eyes, geometric mouth; box masks) and `none` (images already are face
+crops: used as they are, masks from the source when it ships exact ones — the synthetic set —
+else a canonical template, and the report says which).
+
+The cache is one folder per (file contents, settings): `images.npy` and `masks.npy`
+(memory-mapped on load), `rows.csv` (the manifest rows with `excluded` and `mask_source`),
+`skipped.csv` (unreadable files) and `meta.json`, written last, which marks it complete. A
+second run over the same data does no detection; any changed setting or file misses it.
+
+Run standalone (prints Table 1, writes excluded.csv and a figure):
+    python -m fer.data.preprocess data=jaffe data.root=/data/jaffe [preprocess=haar]
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,119 +29,286 @@ import pandas as pd
 from PIL import Image
 
 from fer.data.manifest import Manifest
-from fer.io import atomic_write
-from fer.labels import REGIONS
+from fer.errors import ConfigError
+from fer.io import atomic_write, atomic_write_json, atomic_write_text, read_json_or_none
+from fer.labels import CANONICAL, REGIONS
+
+METHODS = ("landmarks", "haar", "none")
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that changes a cached face (part of the cache key)."""
+
+    method: str = "landmarks"
+    size: int = 224
+    margin: float = 0.25
+    upsample: int = 1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"preprocess.method={self.method!r}: allowed {list(METHODS)}")
+        if not 0 <= self.margin <= 2:
+            raise ConfigError(f"preprocess.margin={self.margin}: allowed 0..2")
 
 
 @dataclass
 class FaceArrays:
-    """Cached faces of one manifest: aligned images, ROI masks and the rows they came from."""
+    """Cached faces of one manifest: aligned images, ROI masks and the rows they came from.
+
+    `frame` has the manifest columns plus `excluded` ("" for a usable face, else the reason:
+    such a face has a fallback crop and no mask) and `mask_source`.
+    """
 
     images: np.ndarray  # (N, H, W, 3) uint8 RGB
     masks: np.ndarray  # (N, len(REGIONS), H, W) uint8 in {0, 1}
-    frame: pd.DataFrame  # manifest rows of the N faces, same order
-    skipped: pd.DataFrame  # path, reason: files that could not be used
+    frame: pd.DataFrame
+    skipped: pd.DataFrame  # path, label, reason: files that gave no face crop at all
 
     def __len__(self) -> int:
         return len(self.frame)
 
+    @property
+    def usable(self) -> np.ndarray:
+        """Row positions of faces whose regions were segmented (the paper's reading)."""
+        return np.flatnonzero(self.frame["excluded"].to_numpy() == "")
 
+
+# -- decoding ---------------------------------------------------------------------------------
 def decode_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image fully (PIL `.load()` raises on truncated files, cv2 would not)."""
+    """Decode an image fully as RGB uint8.
+
+    PIL's `.load()` raises on truncated files (cv2.imread would return a half-grey image);
+    `<csv>::<row>` paths are FER2013 rows, read from their CSV.
+    """
+    if "::" in str(path):
+        from fer.data.sources.fer2013 import load_pixels
+
+        grey = load_pixels(str(path))
+        return np.repeat(grey[..., None], 3, axis=-1)
     with Image.open(path) as im:
         im.load()
         return np.asarray(im.convert("RGB"))
 
 
-def _decode_mask(path: str | Path, n_regions: int) -> np.ndarray:
+def _decode_mask(path: str | Path) -> np.ndarray:
     with Image.open(path) as im:
         im.load()
         packed = np.asarray(im)
-    return np.stack([(packed >> r) & 1 for r in range(n_regions)]).astype(np.uint8)
+    return np.stack([(packed >> r) & 1 for r in range(len(REGIONS))]).astype(np.uint8)
 
 
-def cache_key(manifest: Manifest, size: int, method: str) -> str:
-    """Key of a cache file: the rows (paths, sizes, mtimes) and the preprocessing settings."""
-    h = hashlib.sha1(f"{method}|{size}|{REGIONS}".encode())
-    for p in manifest.frame["path"]:
-        st = os.stat(p) if os.path.exists(p) else None
-        h.update(f"{p}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
-    return h.hexdigest()[:16]
+# -- one image ----------------------------------------------------------------------------------
+class _Worker:
+    """Turns one manifest row into (crop, masks, excluded, mask_source); picklable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.detector: Callable | None = None
+
+    def _detector(self) -> Callable:
+        if self.detector is None:
+            from fer.data import faces
+
+            s = self.settings
+            cls = faces.LandmarkFaces if s.method == "landmarks" else faces.HaarFaces
+            kwargs: dict[str, Any] = {"size": s.size, "margin": s.margin}
+            if s.method == "landmarks":
+                kwargs["upsample"] = s.upsample
+            self.detector = cls(**kwargs)
+        return self.detector
+
+    def __call__(self, row: tuple[str, str]) -> tuple[Any, ...]:
+        path, mask_path = row
+        size = self.settings.size
+        try:
+            rgb = decode_rgb(path)
+            exact = _decode_mask(mask_path) if mask_path else None
+        except (OSError, ValueError, SyntaxError) as e:
+            return None, None, f"unreadable image: {e}", "none", 0
+        if self.settings.method == "none":
+            crop = _resize(rgb, size)
+            if exact is not None:
+                return crop, _resize_masks(exact, size), "", "exact", 1
+            from fer.data.faces import template_masks
+
+            return crop, template_masks(size), "", "template", 1
+        result = self._detector()(rgb)
+        return result.crop, result.masks, result.excluded or "", result.mask_source, result.n_faces
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[:2] == (size, size):
+        return img
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    if masks.shape[1:] == (size, size):
+        return masks
+    return np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) for m in masks])
+
+
+# -- cache --------------------------------------------------------------------------------------
+def cache_key(manifest: Manifest, settings: Settings) -> str:
+    """Hash of every file's *content* (plus mask files) and the settings."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(json.dumps([CACHE_VERSION, settings.__dict__, list(REGIONS)]).encode())
+    seen_csv: set[str] = set()
+    cols = ["path", "mask_path"] if "mask_path" in manifest.frame else ["path"]
+    for values in manifest.frame[cols].itertuples(index=False):
+        for p in values:
+            p = str(p)
+            h.update(p.encode())
+            file = p.split("::")[0]
+            if "::" in p:
+                if file in seen_csv:
+                    continue
+                seen_csv.add(file)
+            h.update(_file_digest(file))
+    return h.hexdigest()
+
+
+def _file_digest(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "blake2b").digest()
+    except OSError as e:
+        return f"unreadable:{e.__class__.__name__}".encode()
 
 
 def load_faces(
     manifest: Manifest,
-    size: int,
+    settings: Settings,
     cache_dir: str | Path,
-    method: str = "none",
-    progress: bool = False,
+    workers: int = 1,
+    progress: bool = True,
 ) -> FaceArrays:
-    """Return the manifest's faces at `size`×`size`, from the cache when it is valid."""
-    if method != "none":
-        raise NotImplementedError(f"preprocess method {method!r} is not implemented yet")
-    cache = Path(cache_dir) / "faces" / f"{cache_key(manifest, size, method)}.npz"
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                keep = z["keep"]
-                return FaceArrays(
-                    z["images"],
-                    z["masks"],
-                    manifest.frame.iloc[keep].reset_index(drop=True),
-                    pd.DataFrame({"path": z["skipped_path"], "reason": z["skipped_reason"]}),
-                )
-        except (OSError, ValueError, KeyError):
-            cache.unlink(missing_ok=True)  # corrupt cache: rebuild below
-    faces = _build(manifest, size, progress)
-    keep = manifest.frame.index.get_indexer(faces.frame.index)
-
-    def write(f: io.BufferedWriter) -> None:
-        np.savez(
-            f,
-            images=faces.images,
-            masks=faces.masks,
-            keep=keep,
-            skipped_path=faces.skipped["path"].astype(str).to_numpy(),
-            skipped_reason=faces.skipped["reason"].astype(str).to_numpy(),
-        )
-
-    atomic_write(cache, write)  # through a file object: np.save appends .npy to bare names
-    faces.frame = faces.frame.reset_index(drop=True)
-    return faces
+    """The manifest's faces under `settings`, from the cache when it is complete and valid."""
+    dataset = str(manifest.frame["dataset"].iloc[0]) if len(manifest) else "empty"
+    folder = Path(cache_dir) / f"{dataset}-{cache_key(manifest, settings)}"
+    cached = _read_cache(folder)
+    if cached is not None:
+        return cached
+    faces = _build(manifest, settings, workers, progress)
+    _write_cache(folder, faces, settings)
+    return _read_cache(folder) or faces
 
 
-def _build(manifest: Manifest, size: int, progress: bool) -> FaceArrays:
-    frame = manifest.frame
-    has_masks = "mask_path" in frame.columns
-    images, masks, kept, skipped = [], [], [], list(manifest.skipped.itertuples(index=False))
-    rows: Sequence = frame.itertuples()
-    if progress:
-        from rich.progress import track
+def _read_cache(folder: Path) -> FaceArrays | None:
+    meta = read_json_or_none(folder / "meta.json")
+    if not meta or meta.get("version") != CACHE_VERSION:
+        return None
+    try:
+        images = np.load(folder / "images.npy", mmap_mode="r")
+        masks = np.load(folder / "masks.npy", mmap_mode="r")
+        frame = pd.read_csv(folder / "rows.csv", dtype=str, keep_default_na=False)
+        skipped = pd.read_csv(folder / "skipped.csv", dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as e:  # truncated/corrupt: rebuilt by the caller
+        print(f"preprocessing cache {folder} is unreadable ({e}); rebuilding")
+        return None
+    if len(images) != len(frame) or len(masks) != len(frame) or meta.get("n") != len(frame):
+        print(f"preprocessing cache {folder} is inconsistent; rebuilding")
+        return None
+    return FaceArrays(images, masks, frame, skipped)
 
-        rows = track(rows, total=len(frame), description="preprocessing faces")
-    for row in rows:
-        try:
-            img = decode_rgb(row.path)
-            msk = (
-                _decode_mask(row.mask_path, len(REGIONS))
-                if has_masks
-                else np.zeros((len(REGIONS), *img.shape[:2]), np.uint8)
-            )
-        except (OSError, ValueError, SyntaxError) as e:
-            skipped.append((row.path, f"unreadable image: {e}"))
+
+def _write_cache(folder: Path, faces: FaceArrays, settings: Settings) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    # np.save appends .npy to bare temp names: write through a file object.
+    atomic_write(folder / "images.npy", lambda f: np.save(f, faces.images))
+    atomic_write(folder / "masks.npy", lambda f: np.save(f, faces.masks))
+    atomic_write_text(folder / "rows.csv", faces.frame.to_csv(index=False))
+    atomic_write_text(folder / "skipped.csv", faces.skipped.to_csv(index=False))
+    atomic_write_json(folder / "meta.json", {"version": CACHE_VERSION, "n": len(faces),
+                                              "settings": settings.__dict__})
+
+
+def _build(manifest: Manifest, settings: Settings, workers: int, progress: bool) -> FaceArrays:
+    frame = manifest.frame.reset_index(drop=True)
+    mask_paths = frame["mask_path"] if "mask_path" in frame else [""] * len(frame)
+    rows = list(zip(frame["path"].astype(str), mask_paths, strict=True))
+    worker = _Worker(settings)
+    results = _map(worker, rows, workers, progress, f"preprocessing {len(rows)} images")
+    size, n_regions = settings.size, len(REGIONS)
+    keep, crops, masks, reasons, sources, n_faces, skipped = [], [], [], [], [], [], []
+    for i, (crop, mask, reason, source, found) in enumerate(results):
+        if crop is None:  # nothing to crop: unreadable, or no face box at all
+            skipped.append({"path": rows[i][0], "label": frame["label"][i],
+                            "reason": reason or "no face"})
             continue
-        if img.shape[:2] != (size, size):
-            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-            msk = np.stack(
-                [cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) for m in msk]
-            )
-        images.append(img)
-        masks.append(msk)
-        kept.append(row.Index)
-    n = len(images)
+        keep.append(i)
+        crops.append(crop)
+        masks.append(mask if mask is not None and not reason
+                     else np.zeros((n_regions, size, size), np.uint8))
+        reasons.append(reason)
+        sources.append(source if not reason else "none")
+        n_faces.append(found)
+    kept = frame.iloc[keep].reset_index(drop=True)
+    kept["excluded"], kept["mask_source"], kept["n_faces"] = reasons, sources, n_faces
     return FaceArrays(
-        np.stack(images) if n else np.zeros((0, size, size, 3), np.uint8),
-        np.stack(masks) if n else np.zeros((0, len(REGIONS), size, size), np.uint8),
-        frame.loc[kept],
-        pd.DataFrame(skipped, columns=["path", "reason"]),
+        np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
+        np.stack(masks).astype(np.uint8) if masks
+        else np.zeros((0, n_regions, size, size), np.uint8),
+        kept,
+        pd.DataFrame(skipped, columns=["path", "label", "reason"]),
     )
+
+
+def _map(fn: Callable, items: Sequence, workers: int, progress: bool, what: str) -> list:
+    """Ordered map over a process pool (forked), with a rich progress bar."""
+    it: Iterable
+    if workers > 1 and len(items) > 1:
+        import multiprocessing as mp
+
+        pool = mp.get_context("fork").Pool(workers)
+        it = pool.imap(fn, items, chunksize=max(1, min(64, len(items) // (8 * workers))))
+    else:
+        pool, it = None, map(fn, items)
+    try:
+        if progress:
+            from rich.progress import track
+
+            it = track(it, total=len(items), description=what, transient=True)
+        return list(it)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
+# -- reports ------------------------------------------------------------------------------------
+def excluded_report(faces: FaceArrays) -> pd.DataFrame:
+    """path, class, reason of every image that is not a usable segmented face."""
+    ex = faces.frame[faces.frame["excluded"] != ""]
+    rows = [pd.DataFrame({"path": ex["path"], "class": ex["label"], "reason": ex["excluded"]}),
+            faces.skipped.rename(columns={"label": "class"})[["path", "class", "reason"]]]
+    return pd.concat(rows, ignore_index=True).sort_values(["class", "path"], ignore_index=True)
+
+
+def table1(manifest: Manifest, faces: FaceArrays) -> pd.DataFrame:
+    """Study A's Table 1 for one dataset: per class, original vs processed counts.
+
+    `original` counts the scan's images, `processed` the faces whose regions were segmented;
+    `unreadable` and `excluded` split the difference.
+    """
+    orig = manifest.frame["label"].value_counts()
+    usable = faces.frame.loc[faces.frame["excluded"] == "", "label"].value_counts()
+    unread = faces.skipped.loc[faces.skipped["reason"].str.startswith("unreadable"),
+                               "label"].value_counts()
+    rows = []
+    for c in CANONICAL:
+        if c not in orig:
+            continue
+        o, p, u = int(orig[c]), int(usable.get(c, 0)), int(unread.get(c, 0))
+        rows.append({"class": c, "original": o, "processed": p, "unreadable": u,
+                     "excluded": o - p - u, "excluded_pct": round(100 * (o - p) / o, 2)})
+    return pd.DataFrame(rows)
+
+
+def settings_from(cfg: Any, size: int) -> Settings:
+    """Settings from a `preprocess` config node (method overridable per data config)."""
+    return Settings(method=str(cfg.get("method", "landmarks")), size=int(size),
+                    margin=float(cfg.get("margin", 0.25)), upsample=int(cfg.get("upsample", 1)))
+
