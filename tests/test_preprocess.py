@@ -51,8 +51,13 @@ def test_unreadable_images_are_skipped_reported_and_counted(messy, tmp_path):
     assert sorted(Path(p).name for p in report["path"]) == ["empty.jpg", "half.jpg", "text.png"]
     assert report["reason"].str.startswith("unreadable image").all()
     t1 = table1(messy, faces).set_index("class")
-    assert t1.loc["anger"].to_dict() == {"original": 2, "processed": 1, "unreadable": 1,
-                                         "excluded": 0, "excluded_pct": 50.0}
+    assert t1.loc["anger"].to_dict() == {
+        "original": 2,
+        "processed": 1,
+        "unreadable": 1,
+        "excluded": 0,
+        "excluded_pct": 50.0,
+    }
     assert t1.loc["sadness", "processed"] == 0 and t1.loc["sadness", "unreadable"] == 1
     assert t1["original"].to_dict() == messy.counts()  # Table 1's "original" is the scan
 
@@ -96,11 +101,16 @@ def test_haar_excludes_a_face_without_eyes_and_keeps_a_fallback_crop(tmp_path):
     img = _astronaut()
     no_eyes = img.copy()
     no_eyes[44:62, 88:110] = img[70:71, 110:111]  # paint one eye over with cheek skin
-    manifest = _manifest([(_write(tmp_path / "ok.jpg", img), "happiness"),
-                          (_write(tmp_path / "noeyes.jpg", no_eyes), "happiness")])
+    manifest = _manifest(
+        [
+            (_write(tmp_path / "ok.jpg", img), "happiness"),
+            (_write(tmp_path / "noeyes.jpg", no_eyes), "happiness"),
+        ]
+    )
     faces = load_faces(manifest, Settings(method="haar", size=64), tmp_path / "c", progress=False)
-    reasons = dict(zip(faces.frame["path"].map(lambda p: Path(p).name), faces.frame["excluded"],
-                       strict=True))
+    reasons = dict(
+        zip(faces.frame["path"].map(lambda p: Path(p).name), faces.frame["excluded"], strict=True)
+    )
     assert reasons["ok.jpg"] == ""
     assert reasons["noeyes.jpg"] != ""  # excluded, with its reason...
     assert len(faces) == 2  # ...but it keeps a fallback crop (evaluation on every face)

@@ -221,8 +221,10 @@ def _write_cache(folder: Path, faces: FaceArrays, settings: Settings) -> None:
     atomic_write(folder / "masks.npy", lambda f: np.save(f, faces.masks))
     atomic_write_text(folder / "rows.csv", faces.frame.to_csv(index=False))
     atomic_write_text(folder / "skipped.csv", faces.skipped.to_csv(index=False))
-    atomic_write_json(folder / "meta.json", {"version": CACHE_VERSION, "n": len(faces),
-                                              "settings": settings.__dict__})
+    atomic_write_json(
+        folder / "meta.json",
+        {"version": CACHE_VERSION, "n": len(faces), "settings": settings.__dict__},
+    )
 
 
 def _build(manifest: Manifest, settings: Settings, workers: int, progress: bool) -> FaceArrays:
@@ -235,13 +237,15 @@ def _build(manifest: Manifest, settings: Settings, workers: int, progress: bool)
     keep, crops, masks, reasons, sources, n_faces, skipped = [], [], [], [], [], [], []
     for i, (crop, mask, reason, source, found) in enumerate(results):
         if crop is None:  # nothing to crop: unreadable, or no face box at all
-            skipped.append({"path": rows[i][0], "label": frame["label"][i],
-                            "reason": reason or "no face"})
+            skipped.append(
+                {"path": rows[i][0], "label": frame["label"][i], "reason": reason or "no face"}
+            )
             continue
         keep.append(i)
         crops.append(crop)
-        masks.append(mask if mask is not None and not reason
-                     else np.zeros((n_regions, size, size), np.uint8))
+        masks.append(
+            mask if mask is not None and not reason else np.zeros((n_regions, size, size), np.uint8)
+        )
         reasons.append(reason)
         sources.append(source if not reason else "none")
         n_faces.append(found)
@@ -249,7 +253,8 @@ def _build(manifest: Manifest, settings: Settings, workers: int, progress: bool)
     kept["excluded"], kept["mask_source"], kept["n_faces"] = reasons, sources, n_faces
     return FaceArrays(
         np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
-        np.stack(masks).astype(np.uint8) if masks
+        np.stack(masks).astype(np.uint8)
+        if masks
         else np.zeros((0, n_regions, size, size), np.uint8),
         kept,
         pd.DataFrame(skipped, columns=["path", "label", "reason"]),
@@ -282,8 +287,10 @@ def _map(fn: Callable, items: Sequence, workers: int, progress: bool, what: str)
 def excluded_report(faces: FaceArrays) -> pd.DataFrame:
     """path, class, reason of every image that is not a usable segmented face."""
     ex = faces.frame[faces.frame["excluded"] != ""]
-    rows = [pd.DataFrame({"path": ex["path"], "class": ex["label"], "reason": ex["excluded"]}),
-            faces.skipped.rename(columns={"label": "class"})[["path", "class", "reason"]]]
+    rows = [
+        pd.DataFrame({"path": ex["path"], "class": ex["label"], "reason": ex["excluded"]}),
+        faces.skipped.rename(columns={"label": "class"})[["path", "class", "reason"]],
+    ]
     return pd.concat(rows, ignore_index=True).sort_values(["class", "path"], ignore_index=True)
 
 
@@ -295,20 +302,32 @@ def table1(manifest: Manifest, faces: FaceArrays) -> pd.DataFrame:
     """
     orig = manifest.frame["label"].value_counts()
     usable = faces.frame.loc[faces.frame["excluded"] == "", "label"].value_counts()
-    unread = faces.skipped.loc[faces.skipped["reason"].str.startswith("unreadable"),
-                               "label"].value_counts()
+    unread = faces.skipped.loc[
+        faces.skipped["reason"].str.startswith("unreadable"), "label"
+    ].value_counts()
     rows = []
     for c in CANONICAL:
         if c not in orig:
             continue
         o, p, u = int(orig[c]), int(usable.get(c, 0)), int(unread.get(c, 0))
-        rows.append({"class": c, "original": o, "processed": p, "unreadable": u,
-                     "excluded": o - p - u, "excluded_pct": round(100 * (o - p) / o, 2)})
+        rows.append(
+            {
+                "class": c,
+                "original": o,
+                "processed": p,
+                "unreadable": u,
+                "excluded": o - p - u,
+                "excluded_pct": round(100 * (o - p) / o, 2),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def settings_from(cfg: Any, size: int) -> Settings:
     """Settings from a `preprocess` config node (method overridable per data config)."""
-    return Settings(method=str(cfg.get("method", "landmarks")), size=int(size),
-                    margin=float(cfg.get("margin", 0.25)), upsample=int(cfg.get("upsample", 1)))
-
+    return Settings(
+        method=str(cfg.get("method", "landmarks")),
+        size=int(size),
+        margin=float(cfg.get("margin", 0.25)),
+        upsample=int(cfg.get("upsample", 1)),
+    )
