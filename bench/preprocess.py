@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: bench/x.py
 
 import cv2
 import numpy as np
@@ -25,6 +28,7 @@ from fer.data.preprocess import Settings, load_faces
 def make_images(folder: Path, n: int, seed: int = 0) -> Manifest:
     """`n` JPEGs of the astronaut, randomly shifted, scaled and rotated a little."""
     rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
     base = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)
     rows = []
     for i in range(n):
@@ -33,7 +37,8 @@ def make_images(folder: Path, n: int, seed: int = 0) -> Manifest:
         m[:, 2] += rng.uniform(-20, 20, 2)
         img = cv2.warpAffine(base, m, (512, 512), borderMode=cv2.BORDER_REFLECT)
         path = folder / f"img{i:04d}.jpg"
-        cv2.imwrite(str(path), img)
+        if not cv2.imwrite(str(path), img):
+            raise OSError(f"could not write {path}")
         rows.append(
             {"path": str(path), "label": "happiness", "subject": "astronaut", "dataset": "bench"}
         )

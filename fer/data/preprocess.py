@@ -267,7 +267,7 @@ def _map(fn: Callable, items: Sequence, workers: int, progress: bool, what: str)
     if workers > 1 and len(items) > 1:
         import multiprocessing as mp
 
-        pool = mp.get_context("fork").Pool(workers)
+        pool = mp.get_context("fork").Pool(workers, initializer=_one_thread)
         it = pool.imap(fn, items, chunksize=max(1, min(64, len(items) // (8 * workers))))
     else:
         pool, it = None, map(fn, items)
@@ -281,6 +281,11 @@ def _map(fn: Callable, items: Sequence, workers: int, progress: bool, what: str)
         if pool is not None:
             pool.close()
             pool.join()
+
+
+def _one_thread() -> None:
+    # One process per core: OpenCV's own thread pool in every worker only oversubscribes.
+    cv2.setNumThreads(1)
 
 
 # -- reports ------------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from fer.errors import DataError
+from fer.data.manifest import COLUMNS, Manifest
+from fer.errors import ConfigError, DataError
+from fer.labels import CANONICAL
 
 IMAGE_EXTS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
@@ -54,3 +57,85 @@ def find_dirs(root: Path, parts: Iterable[str]) -> list[Path]:
         if p.is_dir() and p.parts[-len(parts) :] == parts
     ]
     return hits
+
+
+#: Reason for a file that has no image extension (documentation, ratings, archives, ...).
+NOT_IMAGE = "not an image file"
+
+
+def non_data_reason(path: Path) -> str | None:
+    """Why `path` is not data at all (system or hidden file), or None when it may be."""
+    name = path.name
+    if name in JUNK_NAMES:
+        return "system file, not data"
+    if name.startswith("._"):  # AppleDouble files: `._x.jpg` has an image suffix but is not one
+        return "macOS metadata file, not data"
+    if name.startswith("."):
+        return "hidden file, not data"
+    return None
+
+
+def absolute_root(root: str | Path, dataset: str) -> Path:
+    """`check_root`, made absolute (manifest paths must not depend on the working dir)."""
+    return check_root(root, dataset).absolute()
+
+
+def rel(path: Path, root: Path) -> str:
+    """`path` relative to `root`, with forward slashes (stable across platforms)."""
+    return path.relative_to(root).as_posix()
+
+
+def build_manifest(records: list[dict], skips: list[dict]) -> Manifest:
+    """`Manifest.from_records` with the contract columns first, extra columns after."""
+    manifest = Manifest.from_records(records, skips)
+    extra = [c for c in manifest.frame.columns if c not in COLUMNS]
+    manifest.frame = manifest.frame[[*COLUMNS, *extra]]
+    return manifest
+
+
+def class_lookup(aliases: Mapping[str, str] | None, key: str = "aliases") -> dict[str, str]:
+    """Lower-cased folder name -> canonical class: canonical names plus `aliases`.
+
+    Raises:
+        ConfigError: naming `key` when an alias points to a non-canonical class.
+    """
+    table = {c: c for c in CANONICAL}
+    for alias, target in dict(aliases or {}).items():
+        target = str(target).strip().lower()
+        if target not in CANONICAL:
+            raise ConfigError(
+                f"{key}: alias {alias!r} -> {target!r} is not a canonical class "
+                f"({', '.join(CANONICAL)})"
+            )
+        table[str(alias).strip().lower()] = target
+    return table
+
+
+T = TypeVar("T")
+
+
+def check_frame_options(n_apex: int, neutral: bool) -> None:
+    """Validate the apex/neutral options shared by the sequence datasets (CK+, Oulu-CASIA).
+
+    Raises:
+        ConfigError: naming `data.source.n_apex` or `data.source.neutral`.
+    """
+    if isinstance(n_apex, bool) or not isinstance(n_apex, int) or n_apex < 1:
+        raise ConfigError(f"data.source.n_apex={n_apex!r}: expected a positive integer")
+    # A string "false" would be truthy: only real booleans are accepted.
+    if not isinstance(neutral, bool):
+        raise ConfigError(f"data.source.neutral={neutral!r}: expected true or false")
+
+
+def onset_apex(frames: Sequence[T], n_apex: int, neutral: bool) -> list[tuple[T, bool]]:
+    """The last `n_apex` frames of a neutral -> peak sequence, as `(frame, is_neutral)`.
+
+    With `neutral`, the first frame comes first, marked neutral; it is never also an apex
+    frame (a sequence of <= n_apex frames gives its first frame to neutral only), so one image
+    never carries two labels.
+    """
+    if not frames:
+        return []
+    start = 1 if neutral else 0
+    apex = [(f, False) for f in frames[max(start, len(frames) - n_apex) :]]
+    return [(frames[0], True), *apex] if neutral else apex
