@@ -88,3 +88,13 @@ def test_epoch_sampler_pairs_and_state():
     assert {e for _, e in second} == {1} and [i for i, _ in second] != [i for i, _ in first]
     s.set_epoch(1)
     assert list(s) == second
+
+
+def test_combine_mask_zeroes_outside_the_roi_only():
+    faces = _squares()
+    faces.images[:] = 200  # a flat image: whatever survives is the ROI
+    tf = build_transform(64, [0.0], [1.0 / 255])  # identity scaling: pixels stay 0..255
+    ds = FaceDataset(faces, np.arange(4), np.zeros(4, int), tf, 1, 0, train=False, roi_only=[0, 1])
+    item = ds[2]
+    roi = item["mask"][:2].any(0)
+    assert (item["image"][0][roi] > 150).all() and (item["image"][0][~roi].abs() < 1e-3).all()

@@ -118,3 +118,13 @@ def test_haar_excludes_a_face_without_eyes_and_keeps_a_fallback_crop(tmp_path):
     assert faces.masks[excluded.to_numpy()].sum() == 0
     t1 = table1(manifest, faces).set_index("class")
     assert t1.loc["happiness", "processed"] == 1 and t1.loc["happiness", "excluded"] == 1
+
+
+def test_none_keeps_the_crop_and_takes_landmark_masks_when_found(tmp_path):
+    face = cv2.resize(skdata.astronaut()[30:240, 140:320], (96, 96), interpolation=cv2.INTER_AREA)
+    manifest = _manifest([(_write(tmp_path / "crop.png", face), "happiness")])
+    faces = load_faces(manifest, Settings(method="none", size=96), tmp_path / "c", progress=False)
+    assert faces.frame["mask_source"].tolist() == ["landmarks"]
+    assert np.abs(faces.images[0].astype(int) - face.astype(int)).max() <= 2  # no geometry change
+    eyes, mouth = (np.argwhere(faces.masks[0, r])[:, 0].mean() for r in (0, 1))
+    assert eyes < 48 < mouth

@@ -451,6 +451,21 @@ class LandmarkFaces(_FaceMethod):
             return self._fallback(rgb, box, reason, n)
         return FaceResult(crop, masks, None, "landmarks", n, _clip_box(box, rgb.shape))
 
+    def masks_in_place(self, rgb: np.ndarray) -> np.ndarray | None:
+        """Landmark masks in the image's own (square) coordinates, for ready-made crops
+        (`preprocess=none`, e.g. FER2013); None when no plausible face is found."""
+        rgb = _as_rgb(rgb)
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        boxes, scores = self.detect(gray)
+        if not boxes:
+            return None
+        box = boxes[int(np.argmax(scores))]
+        points = self.landmarks(gray, box)
+        if _implausible(points, box):
+            return None
+        masks = _landmark_masks(points, gray.shape[0], self.regions)
+        return None if _empty_regions(masks, self.regions) else masks
+
 
 def _implausible(points: np.ndarray, box: tuple[float, float, float, float]) -> str | None:
     """'landmarks failed' when the 68 points cannot be a face (eyes not apart, mouth above)."""

@@ -3,7 +3,8 @@
 Methods (`preprocess=` config group): `landmarks` (dlib 68 points, default), `haar`
 (Viola–Jones face + eyes, geometric mouth; box masks) and `none` (images already are face
 crops: used as they are, masks from the source when it ships exact ones — the synthetic set —
-else a canonical template, and the report says which).
+else from landmarks when dlib finds the face, else a canonical template; `mask_source` says
+which).
 
 The cache is one folder per (file contents, settings): `images.npy` and `masks.npy`
 (memory-mapped on load), `rows.csv` (the manifest rows with `excluded` and `mask_source`),
@@ -112,9 +113,9 @@ class _Worker:
             from fer.data import faces
 
             s = self.settings
-            cls = faces.LandmarkFaces if s.method == "landmarks" else faces.HaarFaces
+            cls = faces.HaarFaces if s.method == "haar" else faces.LandmarkFaces
             kwargs: dict[str, Any] = {"size": s.size, "margin": s.margin}
-            if s.method == "landmarks":
+            if s.method != "haar":
                 kwargs["upsample"] = s.upsample
             self.detector = cls(**kwargs)
         return self.detector
@@ -133,6 +134,9 @@ class _Worker:
                 return crop, _resize_masks(exact, size), "", "exact", 1
             from fer.data.faces import template_masks
 
+            found = self._detector().masks_in_place(crop)
+            if found is not None:
+                return crop, found, "", "landmarks", 1
             return crop, template_masks(size), "", "template", 1
         result = self._detector()(rgb)
         return result.crop, result.masks, result.excluded or "", result.mask_source, result.n_faces
