@@ -96,5 +96,5 @@ def test_combine_mask_zeroes_outside_the_roi_only():
     tf = build_transform(64, [0.0], [1.0 / 255])  # identity scaling: pixels stay 0..255
     ds = FaceDataset(faces, np.arange(4), np.zeros(4, int), tf, 1, 0, train=False, roi_only=[0, 1])
     item = ds[2]
-    roi = item["mask"][:2].any(0)
+    roi = item["mask"][:2].bool().any(0)
     assert (item["image"][0][roi] > 150).all() and (item["image"][0][~roi].abs() < 1e-3).all()
