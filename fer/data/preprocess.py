@@ -266,12 +266,14 @@ def _build(manifest: Manifest, settings: Settings, workers: int, progress: bool)
 
 
 def _map(fn: Callable, items: Sequence, workers: int, progress: bool, what: str) -> list:
-    """Ordered map over a process pool (forked), with a rich progress bar."""
+    """Ordered map over a process pool, with a rich progress bar."""
     it: Iterable
     if workers > 1 and len(items) > 1:
         import multiprocessing as mp
 
-        pool = mp.get_context("fork").Pool(workers, initializer=_one_thread)
+        # forkserver, not fork: forking a process whose OpenCV/dlib/OpenMP threads already ran
+        # deadlocks the children (seen here); spawn would re-import everything per worker.
+        pool = mp.get_context("forkserver").Pool(workers, initializer=_one_thread)
         it = pool.imap(fn, items, chunksize=max(1, min(64, len(items) // (8 * workers))))
     else:
         pool, it = None, map(fn, items)
