@@ -1,23 +1,89 @@
-"""Start-up checks of a composed config: cheap, run before any heavy import or work."""
+"""Start-up checks of a composed config: cheap, run before any heavy import or work.
+
+Every problem found is reported together in one message, so a user fixes them in one go.
+"""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from pathlib import Path
 
-from fer.data.splits import check_kfold_keys
-from fer.errors import ConfigError
+from omegaconf import DictConfig, OmegaConf
+
+from fer.data.splits import check_holdout_keys, check_kfold_keys
+from fer.errors import ConfigError, FerError
 from fer.labels import check_classes
+
+#: Strategies that fine-tune part of a network: pointless from random weights.
+FINE_TUNING = ("fc", "fc_conv")
+
+
+def _problems(cfg: DictConfig) -> list[str]:
+    problems: list[str] = []
+
+    def check(fn, *args) -> None:
+        try:
+            fn(*args)
+        except FerError as e:
+            problems.append(str(e))
+
+    check(check_classes, cfg.classes, "classes")
+    split = cfg.split
+    if split.name == "kfold":
+        check(check_kfold_keys, split.k, split.fold, split.get("group_by", "subject"))
+    elif split.name == "holdout":
+        for role in ("data", "target"):
+            node = cfg.get(role)
+            if node and not node.get("official_split"):
+                check(
+                    check_holdout_keys,
+                    node.get("split_shares"),
+                    split.get("target_fraction", 1.0),
+                    f"{role}.split_shares",
+                )
+    if cfg.get("target") and split.name != "holdout":
+        problems.append(
+            "a target dataset (data@target) needs split=holdout "
+            "(subject-disjoint train/val/test on each dataset)"
+        )
+    keep = cfg.train.keep_checkpoints
+    if keep not in ("reported", "all"):
+        problems.append(f"train.keep_checkpoints={keep!r}: allowed reported | all")
+    if cfg.eval.checkpoint not in ("last", "best"):
+        problems.append(f"eval.checkpoint={cfg.eval.checkpoint!r}: allowed last | best")
+    if int(cfg.trainer.max_epochs) < 1:
+        problems.append(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1")
+    strategy, init = cfg.strategy.name, cfg.init.name
+    if strategy in FINE_TUNING and init == "glorot":
+        problems.append(
+            f"strategy={strategy} fine-tunes a pretrained model but init=glorot "
+            "gives random weights: use init=checkpoint|imagenet|synthetic_pretrain"
+        )
+    if cfg.strategy.get("train_on") in ("target", "both") and not cfg.get("target"):
+        problems.append(f"strategy={strategy} trains on a target dataset: add data@target=<name>")
+    for role in ("data", "target"):
+        node = cfg.get(role)
+        if node is None or "root" not in node:
+            continue
+        if OmegaConf.is_missing(node, "root"):
+            problems.append(
+                f"{role}.root is not set for {node.name}: set it in "
+                f"conf/local/default.yaml or on the command line ({role}.root=<dir>)"
+            )
+        elif not Path(str(node.root)).is_dir():
+            problems.append(f"{role}.root={node.root}: no such directory ({node.name})")
+    try:
+        from fer.models.checks import check_init
+    except ImportError:
+        pass
+    else:
+        problems.extend(check_init(cfg.init, cfg.model))
+    return problems
 
 
 def check_train_config(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the key for values Hydra's schema cannot catch."""
-    check_classes(cfg.classes, "classes")
-    if cfg.split.name == "kfold":
-        check_kfold_keys(cfg.split.k, cfg.split.fold, cfg.split.get("group_by", "subject"))
-    keep = cfg.train.keep_checkpoints
-    if keep not in ("reported", "all"):
-        raise ConfigError(f"train.keep_checkpoints={keep!r}: allowed reported | all")
-    if cfg.eval.checkpoint not in ("last", "best"):
-        raise ConfigError(f"eval.checkpoint={cfg.eval.checkpoint!r}: allowed last | best")
-    if int(cfg.trainer.max_epochs) < 1:
-        raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1")
+    """Raise one ConfigError listing every problem Hydra's schema cannot catch."""
+    problems = _problems(cfg)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError("the config has problems:\n  - " + "\n  - ".join(problems))

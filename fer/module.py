@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from fer.data.datamodule import mix_seed
 from fer.scoring import summarize
+from fer.strategies import frozen_norm_layers
 
 
 class FERClassifier(L.LightningModule):
@@ -46,6 +48,14 @@ class FERClassifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def train(self, mode: bool = True) -> FERClassifier:
+        """Frozen BatchNorm layers stay in eval mode (their running statistics are frozen)."""
+        super().train(mode)
+        if mode:
+            for m in frozen_norm_layers(self.net):
+                m.eval()
+        return self
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Dropout draws from torch's global RNG: seed it per batch from (seed, epoch, batch) so a
@@ -83,3 +93,27 @@ class FERClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+
+@torch.inference_mode()
+def predict_confusion(net: nn.Module, loader: Any, num_classes: int) -> np.ndarray:
+    """Confusion matrix ``[true, pred]`` of `net` over a loader of face batches (eval mode)."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for batch in loader:
+        pred = net(batch["image"].to(device)).argmax(1).cpu().numpy()
+        np.add.at(cm, (batch["label"].numpy(), pred), 1)
+    net.train(was_training)
+    return cm
+
+
+def score_datasets(
+    net: nn.Module, loaders: dict[str, Any], classes: Sequence[str], subset: str
+) -> dict[str, Any]:
+    """`summarize` per dataset, each labelled with the subset it was scored on."""
+    return {
+        name: {"subset": subset, **summarize(predict_confusion(net, dl, len(classes)), classes)}
+        for name, dl in loaders.items()
+    }

@@ -70,7 +70,8 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     from fer.cli import quiet_lightning
     from fer.loggers import build_logger, finish_wandb
     from fer.models.build import build_model
-    from fer.module import FERClassifier
+    from fer.module import FERClassifier, score_datasets
+    from fer.strategies import apply_strategy
 
     started = time.time()
     quiet_lightning()
@@ -84,10 +85,13 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
         input=cfg.model.input,
         cache_dir=cfg.paths.cache_dir,
         preprocess=cfg.preprocess,
+        target=cfg.get("target"),
+        train_on=cfg.strategy.get("train_on", "auto"),
         seed=int(cfg.seed),
         _convert_="all",
     )
     net = build_model(cfg.model, cfg.init, len(classes))
+    trainable = apply_strategy(net, cfg.strategy.name)
     module = FERClassifier(
         net,
         classes,
@@ -115,6 +119,8 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
         if not reported.exists():
             raise RuntimeError(f"training ended without {reported}")
         trainer.validate(module, datamodule=datamodule, ckpt_path=str(reported), verbose=False)
+        loaders = {name: datamodule.eval_loader(ds) for name, ds in datamodule.score_sets.items()}
+        scores = score_datasets(module.net, loaders, classes, datamodule.score_subset)
         best_cb = trainer.checkpoint_callback
         metrics = {
             "status": "finished",
@@ -128,16 +134,20 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
             if best_cb.best_model_score is not None
             else None,
             "classes": list(classes),
+            "strategy": {"name": cfg.strategy.name, **trainable},
             "val": module.last_val,
-            "data": {"name": cfg.data.name, **datamodule.describe()},
+            "scores": scores,
+            "data": datamodule.describe(),
             "duration_s": round(time.time() - started, 1),
             "finished_at": runs.now(),
         }
         _keep_reported(run_dir, reported, cfg.train.keep_checkpoints, save_weights_only)
         runs.write_metrics(run_dir, metrics)
         exit_code = 0
+        summary = "  ".join(f"{n}={v['acc']:.3f}" for n, v in scores.items())
         print(
-            f"finished: {run_dir}  val/acc={metrics['val']['acc']:.3f} ({cfg.eval.checkpoint}.ckpt)"
+            f"finished: {run_dir}  accuracy on {datamodule.score_subset}: {summary} "
+            f"({cfg.eval.checkpoint}.ckpt)"
         )
         return metrics
     finally:

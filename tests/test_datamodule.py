@@ -33,8 +33,9 @@ def test_delivers_the_models_input(make_cfg, model, shape):
     assert tuple(item["image"].shape) == shape
     assert tuple(item["mask"].shape) == (3, *shape[1:]) and item["mask"].dtype == torch.uint8
     info = dm.describe()
-    assert not set(info["train"]["subjects"]) & set(info["val"]["subjects"])
-    assert info["train"]["size"] + info["val"]["size"] == len(dm.faces)
+    src = info["source"]
+    assert not set(src["train"]["subjects"]) & set(src["val"]["subjects"])
+    assert src["train"]["size"] + src["val"]["size"] == len(dm.faces)
     assert set(dm.faces.frame["label"]) == set(make_cfg().classes)  # neutral dropped
 
 

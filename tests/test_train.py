@@ -50,7 +50,8 @@ def test_train_finishes_then_skips_refuses_and_forces(make_cfg, tmp_path, capsys
     assert on_disk["status"] == "finished" and on_disk["epochs"] == 1
     assert on_disk["checkpoint"] == "last" and not (run / "best.ckpt").exists()
     assert set(on_disk["val"]["classes"]) == set(cfg.classes)
-    train_subjects, val_subjects = (set(on_disk["data"][s]["subjects"]) for s in ("train", "val"))
+    src = on_disk["data"]["source"]
+    train_subjects, val_subjects = (set(src[s]["subjects"]) for s in ("train", "val"))
     assert train_subjects and val_subjects and not train_subjects & val_subjects
     ckpt = torch.load(run / "last.ckpt", weights_only=True)
     assert "optimizer_states" not in ckpt  # finished runs keep weights only

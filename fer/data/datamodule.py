@@ -7,7 +7,8 @@ index) in whichever worker loads it; the data module's ``state_dict`` restores t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,6 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer.data import splits
-from fer.data.manifest import Manifest
 from fer.data.preprocess import FaceArrays, load_faces, settings_from
 from fer.errors import ConfigError, DataError
 from fer.labels import REGIONS, check_classes
@@ -117,8 +117,44 @@ def build_transform(
     )
 
 
+@dataclass
+class DatasetPart:
+    """One dataset of an experiment: its faces, labels (experiment indices) and split rows."""
+
+    name: str
+    faces: FaceArrays
+    labels: np.ndarray
+    split: splits.Split
+    rows: dict[str, np.ndarray]  # train (after target_fraction) / val / test -> face rows
+    classes: tuple[str, ...]  # the experiment's classes this dataset has
+    fraction_subjects: list[str] | None = None
+
+
+class _Concat(Dataset):
+    """Datasets one after another; items may be ``(index, epoch)`` pairs (fusion)."""
+
+    def __init__(self, parts: Sequence[FaceDataset]) -> None:
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0, *(len(p) for p in self.parts)])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        i, epoch = item if isinstance(item, tuple) else (item, None)
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        j = i - int(self.offsets[k])
+        return self.parts[k][(j, epoch) if epoch is not None else j]
+
+
 class FERDataModule(L.LightningDataModule):
-    """One dataset, its experiment classes, a k-fold split, and the model's input format."""
+    """The experiment's datasets, class list, splits and the model's input format.
+
+    `data` is the source (the only dataset in study A); `target` (study B, ``data@target``)
+    adds a second one. Training uses the source alone without a target; with one, the target's
+    training subset (`split.target_fraction`), or both merged when ``train_on=both`` (FU).
+    Validation is the trained-on dataset's own (the target's when adapting).
+    """
 
     def __init__(
         self,
@@ -128,6 +164,8 @@ class FERDataModule(L.LightningDataModule):
         input: dict,
         cache_dir: str,
         preprocess: dict | None = None,
+        target: dict | None = None,
+        train_on: str = "auto",
         seed: int = 0,
         batch_size: int = 32,
         eval_batch_size: int = 128,
@@ -137,112 +175,166 @@ class FERDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
     ) -> None:
         super().__init__()
-        self.data_cfg, self.split_cfg = data, split
+        self.data_cfgs = {"source": data, **({"target": target} if target else {})}
+        self.split_cfg = split
         self.classes = check_classes(classes)
         self.input = input
         self.cache_dir, self.seed = cache_dir, seed
         self.preprocess_cfg = dict(preprocess or {"method": "none"})
-        if isinstance(data.get("preprocess"), str):  # a dataset of ready crops (synthetic)
-            self.preprocess_cfg["method"] = data["preprocess"]
+        if train_on not in ("auto", "source", "target", "both"):
+            raise ConfigError(f"strategy.train_on={train_on!r}: allowed auto|source|target|both")
+        if train_on in ("target", "both") and not target:
+            raise ConfigError(f"strategy.train_on={train_on} needs a target dataset (data@target)")
+        self.train_on = ("target" if target else "source") if train_on == "auto" else train_on
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.augment = num_workers, list(augment or [])
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self._epoch = 0
-        self.faces: FaceArrays | None = None
+        self.parts: dict[str, DatasetPart] = {}
+
+    @property
+    def faces(self) -> FaceArrays | None:
+        """The source dataset's faces (None before setup)."""
+        return self.parts["source"].faces if self.parts else None
 
     # -- data ---------------------------------------------------------------------------------
-    def scan(self) -> Manifest:
-        """Run the dataset's parser (the `source` partial of its data config)."""
-        source: Callable[..., Manifest] = self.data_cfg["source"]
-        return source()
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.faces is not None:
-            return
-        manifest = self.scan().select_classes(self.classes)
+    def _load(self, role: str) -> DatasetPart:
+        cfg = self.data_cfgs[role]
+        name = str(cfg.get("name"))
+        manifest = cfg["source"]().select_classes(self.classes)
         if len(manifest) == 0:
-            raise DataError(f"dataset {self.data_cfg.get('name')}: no images of {self.classes}")
-        size = int(self.data_cfg.get("cache_size", self.input["size"]))
-        pre = self.preprocess_cfg
-        self.faces = load_faces(
+            raise DataError(f"dataset {name}: no images of the classes {list(self.classes)}")
+        pre = dict(self.preprocess_cfg)
+        if isinstance(cfg.get("preprocess"), str):  # a dataset of ready crops (synthetic)
+            pre["method"] = cfg["preprocess"]
+        size = int(cfg.get("cache_size", self.input["size"]))
+        faces = load_faces(
             manifest,
             settings_from(pre, size),
             Path(self.cache_dir) / "preprocess",
             workers=int(pre.get("workers", 1)),
             progress=bool(pre.get("progress", True)),
         )
-        frame = self.faces.frame
-        self.dataset_classes = tuple(c for c in self.classes if c in set(frame["label"]))
+        frame = faces.frame
         index = {c: i for i, c in enumerate(self.classes)}
-        self.labels = frame["label"].map(index).to_numpy(np.int64)
-        # Training and validation use the faces whose regions were segmented (study A's
+        labels = frame["label"].map(index).to_numpy(np.int64)
+        # Training and scoring use the faces whose regions were segmented (study A's
         # protocol); excluded faces keep a fallback crop for evaluation on every face.
-        usable = self.faces.usable
+        usable = faces.usable
         if len(usable) == 0:
-            name = self.data_cfg.get("name")
             raise DataError(f"dataset {name}: no usable face after preprocessing")
-        if self.split_cfg.get("name", "kfold") != "kfold":
-            raise ConfigError(f"split={self.split_cfg.get('name')} is not implemented yet")
         sub = frame.iloc[usable]
-        self.split = splits.kfold(
-            sub["label"].to_numpy(),
-            sub["subject"].to_numpy(),
-            k=int(self.split_cfg["k"]),
-            fold=int(self.split_cfg["fold"]),
-            seed=int(self.split_cfg["seed"]),
-            group_by=self.split_cfg.get("group_by", "subject"),
-            sequences=sub["sequence"].to_numpy(),
+        kind = self.split_cfg.get("name", "kfold")
+        group_by = self.split_cfg.get("group_by", "subject")
+        if kind == "kfold":
+            split = splits.kfold(
+                sub["label"].to_numpy(),
+                sub["subject"].to_numpy(),
+                k=int(self.split_cfg["k"]),
+                fold=int(self.split_cfg["fold"]),
+                seed=int(self.split_cfg["seed"]),
+                group_by=group_by,
+                sequences=sub["sequence"].to_numpy(),
+            )
+        elif kind == "holdout":
+            official = (
+                sub["official_split"].to_numpy()
+                if cfg.get("official_split") and "official_split" in sub
+                else None
+            )
+            split = splits.holdout(
+                sub["label"].to_numpy(),
+                sub["subject"].to_numpy(),
+                cfg.get("split_shares") or {},
+                int(self.split_cfg["seed"]),
+                name,
+                group_by=group_by,
+                sequences=sub["sequence"].to_numpy(),
+                official=official,
+            )
+        else:
+            raise ConfigError(f"split.name={kind!r}: allowed kfold | holdout")
+        rows = {"train": usable[split.train], "val": usable[split.val], "test": usable[split.test]}
+        chosen = None
+        if role == "target":
+            fraction = float(self.split_cfg.get("target_fraction", 1.0))
+            picked, chosen = splits.target_fraction(
+                split.train, sub["subject"].to_numpy(), fraction, int(self.split_cfg["seed"])
+            )
+            rows["train"] = usable[np.sort(picked)]
+        present = set(frame["label"])
+        return DatasetPart(
+            name, faces, labels, split, rows, tuple(c for c in self.classes if c in present), chosen
         )
-        self.rows = {"train": usable[self.split.train], "val": usable[self.split.val]}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.parts:
+            return
+        self.parts = {role: self._load(role) for role in self.data_cfgs}
+        names = [p.name for p in self.parts.values()]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"source and target are the same dataset ({names[0]})")
         channels, size = int(self.input["channels"]), int(self.input["size"])
         mean, std = self.input["mean"], self.input["std"]
+        pre = self.preprocess_cfg
         roi_only = None
         if pre.get("combine", "none") == "mask":
-            regions = pre.get("regions") or list(REGIONS)
-            roi_only = [REGIONS.index(r) for r in regions]
+            roi_only = [REGIONS.index(r) for r in (pre.get("regions") or list(REGIONS))]
         elif pre.get("combine", "none") != "none":
             raise ConfigError(f"preprocess.combine={pre['combine']!r}: allowed none | mask")
         train_tf = build_transform(size, mean, std, self.augment)
         eval_tf = build_transform(size, mean, std)
-        self.train_set = FaceDataset(
-            self.faces,
-            self.rows["train"],
-            self.labels[self.rows["train"]],
-            train_tf,
-            channels,
-            self.seed,
-            train=True,
-            roi_only=roi_only,
-        )
-        self.val_set = FaceDataset(
-            self.faces,
-            self.rows["val"],
-            self.labels[self.rows["val"]],
-            eval_tf,
-            channels,
-            self.seed,
-            train=False,
-            roi_only=roi_only,
-        )
+
+        def subset(part: DatasetPart, which: str, train: bool) -> FaceDataset:
+            rows = part.rows[which]
+            return FaceDataset(
+                part.faces,
+                rows,
+                part.labels[rows],
+                train_tf if train else eval_tf,
+                channels,
+                self.seed,
+                train=train,
+                roi_only=roi_only,
+            )
+
+        roles = ["source", "target"] if self.train_on == "both" else [self.train_on]
+        trained = [subset(self.parts[r], "train", True) for r in roles]
+        self.train_set = trained[0] if len(trained) == 1 else _Concat(trained)
+        val_role = "source" if self.train_on == "source" else "target"
+        self.val_set = subset(self.parts[val_role], "val", False)
+        # What each dataset is scored on at the end (DESIGN.md "What evaluation scores"):
+        # holdout -> its test subset; k-fold -> the run's validation fold.
+        which = "test" if self.split_cfg.get("name", "kfold") == "holdout" else "val"
+        self.score_sets = {p.name: subset(p, which, False) for p in self.parts.values()}
+        self.score_subset = which
         self.train_sampler = EpochSampler(len(self.train_set), self.seed)
         self.train_sampler.set_epoch(self._epoch)
 
     def describe(self) -> dict[str, Any]:
-        """Sizes, class counts and subjects of each subset (recorded in metrics.json)."""
-        assert self.faces is not None
-        frame, out = self.faces.frame, {}
-        for name, idx in self.rows.items():
-            sub = frame.iloc[idx]
-            out[name] = {
-                "size": len(idx),
-                "class_counts": {c: int((sub["label"] == c).sum()) for c in self.classes},
-                "subjects": sorted(sub["subject"].unique().tolist()),
-            }
-        out["dataset_classes"] = list(self.dataset_classes)
-        out["excluded"] = int((frame["excluded"] != "").sum())
-        out["skipped"] = self.faces.skipped.to_dict("records")
-        out["group_by"], out["leaky"] = self.split.group_by, self.split.leaky
-        out["regions"] = list(REGIONS)
+        """Per dataset: sizes, class counts and subjects of each subset (for metrics.json)."""
+        out: dict[str, Any] = {
+            "train_on": self.train_on,
+            "scored_on": self.score_subset,
+            "regions": list(REGIONS),
+        }
+        for role, part in self.parts.items():
+            frame, info = part.faces.frame, {"name": part.name}
+            for which, idx in part.rows.items():
+                sub = frame.iloc[idx]
+                info[which] = {
+                    "size": len(idx),
+                    "class_counts": {c: int((sub["label"] == c).sum()) for c in self.classes},
+                    "subjects": sorted(sub["subject"].unique().tolist()),
+                }
+            info["dataset_classes"] = list(part.classes)
+            info["excluded"] = int((frame["excluded"] != "").sum())
+            info["skipped"] = part.faces.skipped.to_dict("records")
+            info["group_by"], info["leaky"] = part.split.group_by, part.split.leaky
+            if part.fraction_subjects is not None:
+                info["target_fraction"] = float(self.split_cfg.get("target_fraction", 1.0))
+                info["fraction_subjects"] = part.fraction_subjects
+            out[role] = info
         return out
 
     # -- loaders ------------------------------------------------------------------------------
@@ -260,7 +352,11 @@ class FERDataModule(L.LightningDataModule):
         return self._loader(self.train_set, batch_size=self.batch_size, sampler=self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, batch_size=self.eval_batch_size, shuffle=False)
+        return self.eval_loader(self.val_set)
+
+    def eval_loader(self, dataset: Dataset) -> DataLoader:
+        """A sequential loader over a scoring subset."""
+        return self._loader(dataset, batch_size=self.eval_batch_size, shuffle=False)
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -270,9 +366,9 @@ class FERDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is not None and trainer.training:
             return {"epoch": trainer.fit_loop.epoch_progress.current.completed + 1}
-        return {"epoch": self.train_sampler.epoch if self.faces is not None else self._epoch}
+        return {"epoch": self.train_sampler.epoch if self.parts else self._epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._epoch = int(state.get("epoch", 0))
-        if self.faces is not None:
+        if self.parts:
             self.train_sampler.set_epoch(self._epoch)

@@ -96,3 +96,90 @@ def assert_disjoint(split: Split, groups: np.ndarray) -> None:
             if g in seen:
                 raise DataError(f"leakage: group {g!r} is in both {seen[g]} and {name}")
             seen[g] = name
+
+
+def check_holdout_keys(shares: dict, fraction: float, key: str = "split_shares") -> None:
+    """Validate a data config's subject shares and `split.target_fraction`."""
+    try:
+        values = [float(shares[k]) for k in ("train", "val", "test")]
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {{train, val, test}} shares, got {shares!r}") from None
+    if any(v < 0 for v in values) or abs(sum(values) - 1) > 1e-6 or values[0] <= 0:
+        raise ConfigError(f"{key}={shares}: shares must be >= 0, train > 0, and sum to 1")
+    if not 0 < float(fraction) <= 1:
+        raise ConfigError(f"split.target_fraction={fraction}: allowed (0, 1]")
+
+
+def holdout(
+    labels: Sequence[str],
+    subjects: Sequence[str],
+    shares: dict,
+    seed: int,
+    dataset: str,
+    group_by: str = "subject",
+    sequences: Sequence[str] | None = None,
+    official: Sequence[str] | None = None,
+) -> Split:
+    """Subject-disjoint train/val/test with the dataset's own subject shares.
+
+    Whole subjects go to one subset, so sizes are not exact fractions of images (JAFFE's test
+    set is ~3 of its 10 subjects). Datasets without identities use their `official` split
+    (`train`/`val`/`test` per image) as given. Deterministic from (seed, dataset).
+    """
+    labels = np.asarray(labels, dtype=str)
+    if official is not None:
+        official = np.asarray(official, dtype=str)
+        parts = [np.flatnonzero(official == s) for s in ("train", "val", "test")]
+        return Split(*parts, group_by="official")
+    check_holdout_keys(shares, 1.0)
+    groups = groups_for(
+        subjects, sequences if sequences is not None else [""] * len(labels), group_by
+    )
+    unique = np.unique(groups)
+    rng = np.random.default_rng([seed, _stable(dataset)])
+    order = unique[rng.permutation(len(unique))]
+    n = len(order)
+    n_val = round(float(shares["val"]) * n)
+    n_test = round(float(shares["test"]) * n)
+    if float(shares["val"]) > 0:
+        n_val = max(n_val, 1)
+    if float(shares["test"]) > 0:
+        n_test = max(n_test, 1)
+    if n - n_val - n_test < 1:
+        raise ConfigError(f"{dataset}: {n} {group_by} groups are too few for shares {shares}")
+    test_g, val_g = set(order[:n_test]), set(order[n_test : n_test + n_val])
+    in_test = np.array([g in test_g for g in groups])
+    in_val = np.array([g in val_g for g in groups])
+    split = Split(
+        np.flatnonzero(~in_test & ~in_val),
+        np.flatnonzero(in_val),
+        np.flatnonzero(in_test),
+        group_by,
+    )
+    assert_disjoint(split, groups)
+    return split
+
+
+def target_fraction(
+    train: np.ndarray, subjects: Sequence[str], fraction: float, seed: int
+) -> tuple[np.ndarray, list[str]]:
+    """A nested, seeded subset of the *training subjects*: the first ceil(fraction·n) of one
+    seeded permutation, so 50 % ⊂ 100 % for every seed. Returns rows and subject ids.
+
+    Class balance comes through whole subjects (each subject poses every class); datasets
+    without identities subsample images the same nested way.
+    """
+    subjects = np.asarray(subjects, dtype=str)
+    ids = subjects[train]
+    keys = np.unique(ids) if (ids != "").all() else train.astype(str)
+    order = keys[np.random.default_rng([seed, 7919]).permutation(len(keys))]
+    chosen = set(order[: int(np.ceil(float(fraction) * len(keys)))].tolist())
+    per_row = ids if (ids != "").all() else train.astype(str)
+    rows = train[np.array([k in chosen for k in per_row], dtype=bool)]
+    return rows, sorted(chosen) if (ids != "").all() else []
+
+
+def _stable(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())
