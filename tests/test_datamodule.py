@@ -99,3 +99,39 @@ def test_combine_mask_zeroes_outside_the_roi_only():
     item = ds[2]
     roi = item["mask"][:2].bool().any(0)
     assert (item["image"][0][roi] > 150).all() and (item["image"][0][~roi].abs() < 1e-3).all()
+
+
+def test_source_and_target_holdout_fraction_and_fusion(make_cfg):
+    cfg = make_cfg(
+        "+data@target=synthetic_gray",
+        "split=holdout",
+        "split.target_fraction=0.5",
+        "strategy=fusion",
+        "classes=[anger,happiness,sadness,surprise]",
+    )
+    dm = instantiate(
+        cfg.datamodule,
+        data=cfg.data,
+        split=cfg.split,
+        classes=list(cfg.classes),
+        input=cfg.model.input,
+        cache_dir=cfg.paths.cache_dir,
+        target=cfg.target,
+        train_on=cfg.strategy.train_on,
+        seed=0,
+        _convert_="all",
+    )
+    dm.setup("fit")
+    info = dm.describe()
+    src, tgt = info["source"], info["target"]
+    for part in (src, tgt):  # every subset of each dataset is subject-disjoint
+        subsets = [set(part[w]["subjects"]) for w in ("train", "val", "test")]
+        assert not (subsets[0] & subsets[1] or subsets[0] & subsets[2] or subsets[1] & subsets[2])
+    assert tgt["train"]["subjects"] == tgt["fraction_subjects"]
+    full_train = dm.parts["target"].split.train
+    assert tgt["train"]["size"] < len(full_train)  # half the target's training subjects
+    assert len(dm.train_set) == src["train"]["size"] + tgt["train"]["size"]  # FU: merged
+    assert len(dm.val_set) == tgt["val"]["size"]  # validation on the target's own subset
+    assert set(dm.score_sets) == {"synthetic_lab", "synthetic_gray"} and dm.score_subset == "test"
+    item = dm.train_set[(len(dm.train_set) - 1, 0)]  # last item comes from the target
+    assert item["image"].shape == (1, 48, 48)
