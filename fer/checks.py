@@ -62,8 +62,8 @@ def _problems(cfg: DictConfig) -> list[str]:
         problems.append(f"strategy={strategy} trains on a target dataset: add data@target=<name>")
     for role in ("data", "target"):
         node = cfg.get(role)
-        # `"root" in node` is False for a missing (???) value: ask for the key itself
-        if node is None or node._get_node("root") is None:
+        # `"root" in node` is False for a missing (???) value; keys() lists it
+        if node is None or "root" not in node.keys():
             continue
         if OmegaConf.is_missing(node, "root"):
             problems.append(

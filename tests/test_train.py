@@ -130,3 +130,17 @@ def test_resume_is_bit_identical_with_two_workers(make_cfg, tmp_path):
     resumed = _fit(cut, 2, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     for k, v in ref.items():
         assert torch.equal(v, resumed[k]), k
+
+
+def test_startup_checks_report_every_problem_at_once(make_cfg):
+    cfg = make_cfg("strategy=fc", "split.k=3", "split.fold=5", "eval.checkpoint=middle")
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    message = str(err.value)
+    for needle in (
+        "strategy=fc fine-tunes a pretrained model but init=glorot",
+        "split.fold=5 is out of range: allowed 0..2",
+        "eval.checkpoint='middle'",
+    ):
+        assert needle in message
+    assert not Path(cfg.paths.run_dir).exists()
