@@ -22,8 +22,14 @@ def _compose(*overrides: str, hydra: bool = False):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes(name):
     cfg = _compose(f"experiment={name}")
-    assert cfg.name in {"arabian2022", "tannugi", "tannugi_synthetic"}
-    assert cfg.eval.checkpoint == ("last" if name.startswith("arabian") else "best")
+    assert cfg.name in {
+        "arabian2022",
+        "arabian2022_synthetic",
+        "tannugi",
+        "tannugi_synthetic",
+        "pretrain",
+    }
+    assert cfg.eval.checkpoint == ("best" if name.startswith("tannugi") else "last")
     OmegaConf.to_container(cfg.model, resolve=True)
 
 
