@@ -15,11 +15,11 @@ from fer.data.sources.layout import (
     NOT_IMAGE,
     absolute_root,
     build_manifest,
+    duplicate_reason,
     files_under,
     is_image,
     layout_error,
     non_data_reason,
-    rel,
     skipped,
 )
 from fer.labels import DATASET_LABELS, to_canonical
@@ -51,12 +51,10 @@ def scan(root: str | Path) -> Manifest:
         fields = None
         if reason is None:
             fields, reason = _parse(path.stem)
-        if reason is None:
-            key = (fields["subject"], fields["label"], fields["picture_set"])
-            if key in seen:  # e.g. the preview set copied next to the full set
-                reason = f"duplicate of {rel(seen[key], root)}"
-            else:
-                seen[key] = path
+        if reason is None:  # the same picture in two mirror folders / formats
+            reason = duplicate_reason(
+                (fields["subject"], fields["label"], fields["picture_set"]), path, seen, root
+            )
         if reason is not None:
             skips.append(skipped(path, reason))
             continue

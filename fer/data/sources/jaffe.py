@@ -15,11 +15,11 @@ from fer.data.sources.layout import (
     NOT_IMAGE,
     absolute_root,
     build_manifest,
+    duplicate_reason,
     files_under,
     is_image,
     layout_error,
     non_data_reason,
-    rel,
     skipped,
 )
 from fer.labels import to_canonical
@@ -55,12 +55,8 @@ def scan(root: str | Path) -> Manifest:
             label = to_canonical(NAME, m["expr"].upper())
             if label is None:
                 reason = f"unknown expression code {m['expr']!r}"
-        if reason is None:
-            key = path.stem.upper()  # same picture in two mirror folders / two formats
-            if key in seen:
-                reason = f"duplicate of {rel(seen[key], root)}"
-            else:
-                seen[key] = path
+        if reason is None:  # the same picture in two mirror folders / formats
+            reason = duplicate_reason(path.stem.upper(), path, seen, root)
         if reason is not None:
             skips.append(skipped(path, reason))
             continue

@@ -20,11 +20,11 @@ from fer.data.sources.layout import (
     NOT_IMAGE,
     absolute_root,
     build_manifest,
+    duplicate_reason,
     files_under,
     is_image,
     layout_error,
     non_data_reason,
-    rel,
     skipped,
 )
 from fer.errors import ConfigError
@@ -69,12 +69,8 @@ def scan(root: str | Path, views: Sequence[str] = ("S",)) -> Manifest:
             reason = f"name says {person} but the folder is {folder}/"
         if reason is None and m["view"].upper() not in views:
             reason = f"view {m['view'].upper()} not selected (views={list(views)})"
-        if reason is None:
-            key = path.stem.upper()
-            if key in seen:
-                reason = f"duplicate of {rel(seen[key], root)}"
-            else:
-                seen[key] = path
+        if reason is None:  # the same picture in two mirror folders / formats
+            reason = duplicate_reason(path.stem.upper(), path, seen, root)
         if reason is not None:
             skips.append(skipped(path, reason))
             continue

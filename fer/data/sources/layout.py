@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -139,3 +139,12 @@ def onset_apex(frames: Sequence[T], n_apex: int, neutral: bool) -> list[tuple[T,
     start = 1 if neutral else 0
     apex = [(f, False) for f in frames[max(start, len(frames) - n_apex) :]]
     return [(frames[0], True), *apex] if neutral else apex
+
+
+def duplicate_reason(key: Hashable, path: Path, seen: dict, root: Path) -> str | None:
+    """ "duplicate of <first>" when `key` was seen before (the same picture in two mirror
+    folders or formats: the first in sorted order is kept); otherwise remember it."""
+    if key in seen:
+        return f"duplicate of {rel(seen[key], root)}"
+    seen[key] = path
+    return None
