@@ -63,7 +63,7 @@ def _problems(cfg: DictConfig) -> list[str]:
     for role in ("data", "target"):
         node = cfg.get(role)
         # `"root" in node` is False for a missing (???) value; keys() lists it
-        if node is None or "root" not in node.keys():
+        if node is None or "root" not in node.keys():  # noqa: SIM118
             continue
         if OmegaConf.is_missing(node, "root"):
             problems.append(

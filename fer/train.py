@@ -77,19 +77,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     quiet_lightning()
     classes = check_classes(cfg.classes)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = instantiate(
-        cfg.datamodule,
-        data=cfg.data,
-        split=cfg.split,
-        classes=list(classes),
-        input=cfg.model.input,
-        cache_dir=cfg.paths.cache_dir,
-        preprocess=cfg.preprocess,
-        target=cfg.get("target"),
-        train_on=cfg.strategy.get("train_on", "auto"),
-        seed=int(cfg.seed),
-        _convert_="all",
-    )
+    datamodule = make_datamodule(cfg)
     net = build_model(cfg.model, cfg.init, len(classes))
     trainable = apply_strategy(net, cfg.strategy.name)
     module = FERClassifier(
@@ -162,3 +150,22 @@ def _keep_reported(run_dir: Path, reported: Path, keep: str, save_weights_only: 
     for other in ("last.ckpt", "best.ckpt"):
         if other != reported.name:
             (run_dir / other).unlink(missing_ok=True)
+
+
+def make_datamodule(cfg: DictConfig) -> Any:
+    """The run's FERDataModule from its composed config (datasets, split, classes, input)."""
+    from hydra.utils import instantiate
+
+    return instantiate(
+        cfg.datamodule,
+        data=cfg.data,
+        split=cfg.split,
+        classes=list(check_classes(cfg.classes)),
+        input=cfg.model.input,
+        cache_dir=cfg.paths.cache_dir,
+        preprocess=cfg.preprocess,
+        target=cfg.get("target"),
+        train_on=cfg.strategy.get("train_on", "auto"),
+        seed=int(cfg.seed),
+        _convert_="all",
+    )

@@ -10,24 +10,12 @@ from hydra.utils import instantiate
 
 from fer.data.datamodule import EpochSampler, FaceDataset, build_transform
 from fer.data.preprocess import FaceArrays
-
-
-def _datamodule(cfg):
-    return instantiate(
-        cfg.datamodule,
-        data=cfg.data,
-        split=cfg.split,
-        classes=list(cfg.classes),
-        input=cfg.model.input,
-        cache_dir=cfg.paths.cache_dir,
-        seed=0,
-        _convert_="all",
-    )
+from fer.train import make_datamodule
 
 
 @pytest.mark.parametrize(("model", "shape"), [("small_vgg", (1, 48, 48)), ("vgg16", (3, 224, 224))])
 def test_delivers_the_models_input(make_cfg, model, shape):
-    dm = _datamodule(make_cfg(f"model={model}"))
+    dm = make_datamodule(make_cfg(f"model={model}"))
     dm.setup("fit")
     item = dm.val_set[0]
     assert tuple(item["image"].shape) == shape
@@ -109,18 +97,7 @@ def test_source_and_target_holdout_fraction_and_fusion(make_cfg):
         "strategy=fusion",
         "classes=[anger,happiness,sadness,surprise]",
     )
-    dm = instantiate(
-        cfg.datamodule,
-        data=cfg.data,
-        split=cfg.split,
-        classes=list(cfg.classes),
-        input=cfg.model.input,
-        cache_dir=cfg.paths.cache_dir,
-        target=cfg.target,
-        train_on=cfg.strategy.train_on,
-        seed=0,
-        _convert_="all",
-    )
+    dm = make_datamodule(cfg)
     dm.setup("fit")
     info = dm.describe()
     src, tgt = info["source"], info["target"]

@@ -16,7 +16,7 @@ from omegaconf import open_dict
 from fer.errors import ConfigError, RunStateError
 from fer.models.backbones import small_vgg
 from fer.models.init import glorot_
-from fer.train import train
+from fer.train import make_datamodule, train
 
 
 def test_training_step_lowers_loss_on_fixed_batch():
@@ -84,16 +84,7 @@ def _fit(cfg, max_epochs, ckpt_path=None):
     from fer.module import FERClassifier
 
     L.seed_everything(0, workers=True, verbose=False)
-    dm = instantiate(
-        cfg.datamodule,
-        data=cfg.data,
-        split=cfg.split,
-        classes=list(cfg.classes),
-        input=cfg.model.input,
-        cache_dir=cfg.paths.cache_dir,
-        seed=0,
-        _convert_="all",
-    )
+    dm = make_datamodule(cfg)
     module = FERClassifier(
         build_model(cfg.model, cfg.init, len(cfg.classes)),
         cfg.classes,
