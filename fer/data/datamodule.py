@@ -198,8 +198,8 @@ class FERDataModule(L.LightningDataModule):
         return self.parts["source"].faces if self.parts else None
 
     # -- data ---------------------------------------------------------------------------------
-    def _load(self, role: str) -> DatasetPart:
-        cfg = self.data_cfgs[role]
+    def _faces(self, cfg: dict) -> tuple[str, FaceArrays, np.ndarray]:
+        """Scan and preprocess one dataset: its name, faces and experiment label indices."""
         name = str(cfg.get("name"))
         manifest = cfg["source"]().select_classes(self.classes)
         if len(manifest) == 0:
@@ -215,9 +215,26 @@ class FERDataModule(L.LightningDataModule):
             workers=int(pre.get("workers", 1)),
             progress=bool(pre.get("progress", True)),
         )
-        frame = faces.frame
         index = {c: i for i, c in enumerate(self.classes)}
-        labels = frame["label"].map(index).to_numpy(np.int64)
+        return name, faces, faces.frame["label"].map(index).to_numpy(np.int64)
+
+    def whole(self, cfg: dict) -> FaceDataset:
+        """Every usable face of a dataset outside the experiment's split (scored whole, as
+        study A's FACES and JAFFE), in the evaluation transform."""
+        name, faces, labels = self._faces(cfg)
+        rows = faces.usable
+        if len(rows) == 0:
+            raise DataError(f"dataset {name}: no usable face after preprocessing")
+        size = int(self.input["size"])
+        tf = build_transform(size, self.input["mean"], self.input["std"])
+        return FaceDataset(
+            faces, rows, labels[rows], tf, int(self.input["channels"]), self.seed, train=False
+        )
+
+    def _load(self, role: str) -> DatasetPart:
+        cfg = self.data_cfgs[role]
+        name, faces, labels = self._faces(cfg)
+        frame = faces.frame
         # Training and scoring use the faces whose regions were segmented (study A's
         # protocol); excluded faces keep a fallback crop for evaluation on every face.
         usable = faces.usable

@@ -1,0 +1,78 @@
+"""evaluate(): a finished run scored on its held-out subset and on another dataset, whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from fer.errors import ConfigError, DataError
+from fer.evaluate import evaluate, expand_runs
+from fer.train import train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("evalrun")
+    cache = root / "cache"
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "logger=none",
+                f"paths.cache_dir={cache}",
+                "data.source.n_subjects=10",
+                "data.source.per_class=2",
+                "trainer.max_epochs=1",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(root / "outputs" / "default" / "run")
+    train(cfg)
+    return Path(cfg.paths.run_dir), cache
+
+
+def _eval_cfg(run: str, cache: Path, *extra: str):
+    return compose("evaluate", overrides=[f"runs={run}", f"paths.cache_dir={cache}", *extra])
+
+
+def test_held_out_and_cross_dataset_json(finished_run):
+    run, cache = finished_run
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        written = evaluate(_eval_cfg(str(run), cache, "eval.datasets=[synthetic_gray]"))
+    names = sorted(p.name for p in written)
+    assert names == ["synthetic_gray.json", "synthetic_lab.json"]
+    out = run / "eval" / "last__gradcam__label"
+    lab = json.loads((out / "synthetic_lab.json").read_text())
+    gray = json.loads((out / "synthetic_gray.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert lab["subset"] == "val" and gray["subset"] == "whole"
+    assert lab["size"] == metrics["data"]["source"]["val"]["size"]
+    assert lab["scores"]["acc"] == pytest.approx(metrics["scores"]["synthetic_lab"]["acc"])
+    assert gray["size"] == 10 * 3 * 6  # 10 subjects x 3 per class x 6 classes, all scored
+    overlap = gray["overlap"]
+    for key in ("dice", "iou", "pointing_game", "energy_inside", "dice_area_matched"):
+        assert key in overlap["per_image"] and key in overlap["baselines"]["gaussian"]
+    assert set(overlap["class_mean"]["dice"]["per_class"]) == set(lab["classes"])
+    assert (out / "synthetic_gray_confusion.png").exists()
+    # nothing else was written into the run or its parent
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run"]
+
+
+def test_glob_and_refusals(finished_run):
+    run, cache = finished_run
+    assert expand_runs(str(run.parent / "*")) == [run]
+    with pytest.raises(DataError, match="no run directory"):
+        expand_runs(str(run.parent / "nothing*"))
+    with (
+        initialize_config_dir(str(CONF), version_base="1.3"),
+        pytest.raises(ConfigError, match="no inner validation split"),
+    ):
+        evaluate(_eval_cfg(str(run), cache, "eval.checkpoint=best"))
