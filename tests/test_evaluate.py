@@ -76,3 +76,30 @@ def test_glob_and_refusals(finished_run):
         pytest.raises(ConfigError, match="no inner validation split"),
     ):
         evaluate(_eval_cfg(str(run), cache, "eval.checkpoint=best"))
+
+
+@pytest.mark.parametrize("form", ["dir", "glob"])
+def test_entrypoint_takes_a_run_dir_or_a_glob(finished_run, form, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run, cache = finished_run
+    spec = str(run) if form == "dir" else str(run.parent / "r*")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            f"runs={spec}",
+            f"paths.cache_dir={cache}",
+            "eval.cam_method=gradcam++",
+        ],
+        cwd=CONF.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (run / "eval" / "last__gradcam++__label" / "synthetic_lab.json").exists()
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run"]  # nothing beside the run
