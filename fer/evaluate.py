@@ -97,9 +97,12 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
     from fer.explain.overlap import (
         class_mean_overlap,
         gaussian_baseline,
+        nan_mean,
         per_image_overlap,
         random_baseline,
+        spearman_maps,
     )
+    from fer.models.build import build_model
     from fer.module import predict_confusion
     from fer.report.plots import plot_confusion
     from fer.scoring import summarize
@@ -140,6 +143,7 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
             "whole",
         )
     net = _load_net(run_cfg, ckpt)
+    random_net = build_model(run_cfg.model, {"name": "glorot"}, len(run_cfg.classes)).eval()
     classes = list(run_cfg.classes)
     regions = list(ev.regions)
     written = []
@@ -150,9 +154,23 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
             continue
         loader = dm.eval_loader(dataset)
         scores = summarize(predict_confusion(net, loader, len(classes)), classes)
+        present = [i for i, n in enumerate(scores["support"].values()) if n > 0]
+        shared = summarize(predict_confusion(net, loader, len(classes), present), classes)
         torch.manual_seed(0)
         cams = compute_cams(net, loader, ev.cam_method, ev.cam_target, ev.cam_layer)
         correct = cams.preds == cams.labels
+        # Adebayo et al.: the same maps from a re-initialised copy must change (rho << 1).
+        rho = spearman_maps(
+            cams.cams,
+            compute_cams(random_net, loader, ev.cam_method, ev.cam_target, ev.cam_layer).cams,
+        )
+        mean, n, n_nan = nan_mean(rho)
+        randomisation = {
+            "spearman_mean": mean,
+            "n": n,
+            "n_nan": n_nan,
+            "model": "same architecture, Glorot re-initialised",
+        }
         per_image = per_image_overlap(cams.cams, cams.masks, ev.cam_threshold, regions)
         rng = np.random.default_rng(0)
         baselines = {
@@ -179,6 +197,11 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
             "checkpoint_path": str(ckpt),
             "classes": classes,
             "scores": {**scores, "reading": "accuracy over all model outputs"},
+            "scores_shared_classes": {
+                **shared,
+                "reading": "prediction restricted to the classes this dataset has",
+            },
+            "randomisation": randomisation,
             "cam": {
                 "method": ev.cam_method,
                 "target": ev.cam_target,

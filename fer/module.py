@@ -96,14 +96,27 @@ class FERClassifier(L.LightningModule):
 
 
 @torch.inference_mode()
-def predict_confusion(net: nn.Module, loader: Any, num_classes: int) -> np.ndarray:
-    """Confusion matrix ``[true, pred]`` of `net` over a loader of face batches (eval mode)."""
+def predict_confusion(
+    net: nn.Module, loader: Any, num_classes: int, allowed: Sequence[int] | None = None
+) -> np.ndarray:
+    """Confusion matrix ``[true, pred]`` of `net` over a loader of face batches (eval mode).
+
+    `allowed` restricts the prediction to those class indices (the classes a dataset has:
+    the "shared classes" reading); None = argmax over every model output (the paper's).
+    """
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
     cm = np.zeros((num_classes, num_classes), np.int64)
+    blocked = None
+    if allowed is not None:
+        blocked = torch.ones(num_classes, dtype=torch.bool)
+        blocked[list(allowed)] = False
     for batch in loader:
-        pred = net(batch["image"].to(device)).argmax(1).cpu().numpy()
+        logits = net(batch["image"].to(device))
+        if blocked is not None:
+            logits = logits.masked_fill(blocked.to(logits.device), float("-inf"))
+        pred = logits.argmax(1).cpu().numpy()
         np.add.at(cm, (batch["label"].numpy(), pred), 1)
     net.train(was_training)
     return cm

@@ -62,6 +62,9 @@ def test_held_out_and_cross_dataset_json(finished_run):
         assert key in overlap["per_image"] and key in overlap["baselines"]["gaussian"]
     assert set(overlap["class_mean"]["dice"]["per_class"]) == set(lab["classes"])
     assert (out / "synthetic_gray_confusion.png").exists()
+    assert gray["scores_shared_classes"]["acc"] >= gray["scores"]["acc"]  # fewer ways to err
+    rho = gray["randomisation"]
+    assert rho["n"] + rho["n_nan"] == gray["size"] and rho["spearman_mean"] < 0.9
     # nothing else was written into the run or its parent
     assert sorted(p.name for p in run.parent.iterdir()) == ["run"]
 
