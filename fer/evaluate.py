@@ -142,6 +142,19 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
             ),
             "whole",
         )
+    # Never score images the run or its init checkpoint trained on (DESIGN.md).
+    info = dm.describe()
+    scored = {
+        info[r]["name"]: set(info[r][dm.score_subset]["subjects"]) - {""}
+        for r in ("source", "target")
+        if r in info
+    }
+    for name, (dataset, subset) in sets.items():
+        if subset == "whole":
+            scored[name] = set(dataset.faces.frame["subject"].iloc[dataset.rows]) - {""}
+    runs.check_not_trained_on(
+        scored, runs.lineage_trained_subjects(run_dir, OmegaConf.to_container(run_cfg))
+    )
     net = _load_net(run_cfg, ckpt)
     random_net = build_model(run_cfg.model, {"name": "glorot"}, len(run_cfg.classes)).eval()
     classes = list(run_cfg.classes)

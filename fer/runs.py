@@ -90,3 +90,46 @@ def write_failure(run_dir: str | Path, reason: str) -> Path:
 def read_json_metrics(run_dir: str | Path) -> dict:
     """metrics.json of a run (empty dict when missing or corrupt)."""
     return read_json_or_none(Path(run_dir) / METRICS) or {}
+
+
+def trained_subjects(data: dict) -> dict[str, set[str]]:
+    """Dataset name -> subjects a run trained on, from its `metrics.json["data"]` record."""
+    out: dict[str, set[str]] = {}
+    train_on = data.get("train_on", "source")
+    roles = ["source", "target"] if train_on == "both" else [train_on]
+    for role in roles:
+        part = data.get(role)
+        if part and part.get("train"):
+            out.setdefault(part["name"], set()).update(s for s in part["train"]["subjects"] if s)
+    return out
+
+
+def lineage_trained_subjects(run_dir: str | Path, config: dict) -> dict[str, set[str]]:
+    """Subjects the run *and* its init checkpoint's run trained on (followed back through
+    `init.path` while the checkpoint sits in a run directory with a finished metrics.json)."""
+    out: dict[str, set[str]] = {}
+    seen: set[Path] = set()
+    run, cfg = Path(run_dir), config
+    while run not in seen:
+        seen.add(run)
+        metrics = read_json_metrics(run)
+        for name, subjects in trained_subjects(metrics.get("data") or {}).items():
+            out.setdefault(name, set()).update(subjects)
+        init_path = ((cfg or {}).get("init") or {}).get("path")
+        if not init_path or not (Path(init_path).parent / METRICS).exists():
+            break
+        run = Path(init_path).parent
+        cfg = read_config(run) or {}
+    return out
+
+
+def check_not_trained_on(scored: dict[str, set[str]], trained: dict[str, set[str]]) -> None:
+    """Refuse to score a dataset on subjects the run or its init checkpoint trained on."""
+    for name, subjects in scored.items():
+        leak = sorted(subjects & trained.get(name, set()))
+        if leak:
+            shown = ", ".join(leak[:5]) + (" ..." if len(leak) > 5 else "")
+            raise RunStateError(
+                f"{name}: would score {len(leak)} subject(s) the run or its init checkpoint "
+                f"trained on ({shown}); scores must come from unseen subjects"
+            )
