@@ -103,7 +103,7 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
         spearman_maps,
     )
     from fer.models.build import build_model
-    from fer.module import predict_confusion
+    from fer.module import confusion, predict_logits
     from fer.report.plots import plot_confusion
     from fer.scoring import summarize
     from fer.train import make_datamodule
@@ -166,9 +166,10 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
             written.append(path)
             continue
         loader = dm.eval_loader(dataset)
-        scores = summarize(predict_confusion(net, loader, len(classes)), classes)
+        logits, labels = predict_logits(net, loader)  # one pass, both readings
+        scores = summarize(confusion(logits, labels), classes)
         present = [i for i, n in enumerate(scores["support"].values()) if n > 0]
-        shared = summarize(predict_confusion(net, loader, len(classes), present), classes)
+        shared = summarize(confusion(logits, labels, present), classes)
         torch.manual_seed(0)
         cams = compute_cams(net, loader, ev.cam_method, ev.cam_target, ev.cam_layer)
         correct = cams.preds == cams.labels

@@ -96,30 +96,38 @@ class FERClassifier(L.LightningModule):
 
 
 @torch.inference_mode()
-def predict_confusion(
-    net: nn.Module, loader: Any, num_classes: int, allowed: Sequence[int] | None = None
+def predict_logits(net: nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, C) and labels (N,) of `net` over a loader of face batches (eval mode)."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    logits, labels = [], []
+    for batch in loader:
+        logits.append(net(batch["image"].to(device)).float().cpu().numpy())
+        labels.append(batch["label"].numpy())
+    net.train(was_training)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def confusion(
+    logits: np.ndarray, labels: np.ndarray, allowed: Sequence[int] | None = None
 ) -> np.ndarray:
-    """Confusion matrix ``[true, pred]`` of `net` over a loader of face batches (eval mode).
+    """Confusion matrix ``[true, pred]`` from logits.
 
     `allowed` restricts the prediction to those class indices (the classes a dataset has:
     the "shared classes" reading); None = argmax over every model output (the paper's).
     """
-    was_training = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    blocked = None
+    n = logits.shape[1]
     if allowed is not None:
-        blocked = torch.ones(num_classes, dtype=torch.bool)
-        blocked[list(allowed)] = False
-    for batch in loader:
-        logits = net(batch["image"].to(device))
-        if blocked is not None:
-            logits = logits.masked_fill(blocked.to(logits.device), float("-inf"))
-        pred = logits.argmax(1).cpu().numpy()
-        np.add.at(cm, (batch["label"].numpy(), pred), 1)
-    net.train(was_training)
+        logits = np.where(np.isin(np.arange(n), list(allowed)), logits, -np.inf)
+    cm = np.zeros((n, n), np.int64)
+    np.add.at(cm, (labels, logits.argmax(1)), 1)
     return cm
+
+
+def predict_confusion(net: nn.Module, loader: Any) -> np.ndarray:
+    """Confusion matrix of `net` over a loader (argmax over every output)."""
+    return confusion(*predict_logits(net, loader))
 
 
 def score_datasets(
@@ -127,6 +135,6 @@ def score_datasets(
 ) -> dict[str, Any]:
     """`summarize` per dataset, each labelled with the subset it was scored on."""
     return {
-        name: {"subset": subset, **summarize(predict_confusion(net, dl, len(classes)), classes)}
+        name: {"subset": subset, **summarize(predict_confusion(net, dl), classes)}
         for name, dl in loaders.items()
     }

@@ -22,9 +22,7 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
     scan = instantiate(cfg.data.source)
     manifest = scan()
     pre = OmegaConf.to_container(cfg.preprocess, resolve=True)
-    if isinstance(cfg.data.get("preprocess"), str):
-        pre["method"] = cfg.data.preprocess
-    settings = settings_from(pre, int(cfg.data.cache_size))
+    settings = settings_from(pre, cfg.data, int(cfg.data.cache_size))
     out = Path(cfg.paths.prepare_root) / f"{cfg.data.name}-{settings.method}"
     faces = load_faces(
         manifest,

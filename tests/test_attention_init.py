@@ -298,7 +298,8 @@ def test_checkpoint_with_and_without_attention_weights(source_run, tmp_path):
         build_model(small_cfg("cbam", blocks=(1,)), {**init, "path": str(tmp_path / "att.ckpt")}, 7)
 
 
-def test_init_configs_compose(make_cfg):
+def test_init_configs_compose(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the relative init.path must not find a developer's outputs/
     cfg = make_cfg("model=vgg16_se", "init=synthetic_pretrain")
     assert cfg.init.label == "ImageNet stand-in (synthetic)" and cfg.init.head == "drop"
     assert cfg.init.path == "outputs/pretrain/synthetic_pretrain/last.ckpt" and cfg.init.strict

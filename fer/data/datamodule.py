@@ -204,13 +204,10 @@ class FERDataModule(L.LightningDataModule):
         manifest = cfg["source"]().select_classes(self.classes)
         if len(manifest) == 0:
             raise DataError(f"dataset {name}: no images of the classes {list(self.classes)}")
-        pre = dict(self.preprocess_cfg)
-        if isinstance(cfg.get("preprocess"), str):  # a dataset of ready crops (synthetic)
-            pre["method"] = cfg["preprocess"]
-        size = int(cfg.get("cache_size", self.input["size"]))
+        pre = self.preprocess_cfg
         faces = load_faces(
             manifest,
-            settings_from(pre, size),
+            settings_from(pre, cfg, int(self.input["size"])),
             Path(self.cache_dir) / "preprocess",
             workers=int(pre.get("workers", 1)),
             progress=bool(pre.get("progress", True)),

@@ -334,11 +334,14 @@ def table1(manifest: Manifest, faces: FaceArrays) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def settings_from(cfg: Any, size: int) -> Settings:
-    """Settings from a `preprocess` config node (method overridable per data config)."""
+def settings_from(cfg: Any, data_cfg: Any, default_size: int) -> Settings:
+    """Settings from a `preprocess` config node and a data config: a data config whose
+    `preprocess` is a method name (ready crops, e.g. the synthetic set) overrides the method;
+    its `cache_size` (else `default_size`) is the crop size."""
+    method = data_cfg.get("preprocess")
     return Settings(
-        method=str(cfg.get("method", "landmarks")),
-        size=int(size),
+        method=str(method if isinstance(method, str) else cfg.get("method", "landmarks")),
+        size=int(data_cfg.get("cache_size") or default_size),
         margin=float(cfg.get("margin", 0.25)),
         upsample=int(cfg.get("upsample", 1)),
     )

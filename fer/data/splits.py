@@ -169,14 +169,14 @@ def target_fraction(
     Class balance comes through whole subjects (each subject poses every class); datasets
     without identities subsample images the same nested way.
     """
-    subjects = np.asarray(subjects, dtype=str)
-    ids = subjects[train]
-    keys = np.unique(ids) if (ids != "").all() else train.astype(str)
+    ids = np.asarray(subjects, dtype=str)[train]
+    by_subject = bool((ids != "").all())
+    per_row = ids if by_subject else train.astype(str)  # the unit that is kept or dropped
+    keys = np.unique(per_row)
     order = keys[np.random.default_rng([seed, 7919]).permutation(len(keys))]
     chosen = set(order[: int(np.ceil(float(fraction) * len(keys)))].tolist())
-    per_row = ids if (ids != "").all() else train.astype(str)
-    rows = train[np.array([k in chosen for k in per_row], dtype=bool)]
-    return rows, sorted(chosen) if (ids != "").all() else []
+    rows = train[np.isin(per_row, list(chosen))]
+    return rows, sorted(chosen) if by_subject else []
 
 
 def _stable(text: str) -> int:
