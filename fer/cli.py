@@ -29,14 +29,21 @@ def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     _quiet_warnings()
     try:
         return task(cfg)
-    except FerError as e:
+    except Exception as e:
         if in_multirun():
+            # One cell's failure (a user error, or a crash such as out-of-memory) must not end
+            # the sweep: record it in the run dir, where sweep.py lists it, and go on.
             from fer.runs import write_failure
 
-            log.error("job failed: %s", e)
-            write_failure(Path(cfg.paths.run_dir), str(e))
+            reason = str(e) if isinstance(e, FerError) else f"{type(e).__name__}: {e}"
+            log.error("job failed: %s", reason, exc_info=not isinstance(e, FerError))
+            run_dir = (cfg.get("paths") or {}).get("run_dir")
+            if run_dir:
+                write_failure(Path(run_dir), reason)
             return None
-        sys.exit(f"error: {e}")
+        if isinstance(e, FerError):
+            sys.exit(f"error: {e}")
+        raise
 
 
 def _quiet_warnings() -> None:

@@ -30,9 +30,18 @@ def grid_keys(cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_logger(
-    cfg: DictConfig, run_dir: Path, job_type: str, extra: Mapping[str, Any] | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    job_type: str,
+    extra: Mapping[str, Any] | None = None,
+    key: str | None = None,
+    save_dir: Path | None = None,
 ) -> Any | None:
-    """Instantiate `cfg.logger` for one job; None when `logger=none`."""
+    """Instantiate `cfg.logger` for one job; None when `logger=none`.
+
+    `key` tells apart several jobs of one type on a run (an evaluation per eval-key gets its
+    own W&B run id); files go to `save_dir` (default: the run directory).
+    """
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
     target = str(cfg.logger._target_)
@@ -44,14 +53,14 @@ def build_logger(
         make = instantiate(cfg.logger, _partial_=True)
         return make(
             name=run,
-            id=wandb_id(name, run, job_type),
+            id=wandb_id(name, run, job_type if key is None else f"{job_type}/{key}"),
             group=name,
             job_type=job_type,
-            save_dir=str(run_dir),
+            save_dir=str(save_dir or run_dir),
             resume="allow",
             config={**grid_keys(cfg), **(extra or {})},
         )
-    return instantiate(cfg.logger, save_dir=str(run_dir))
+    return instantiate(cfg.logger, save_dir=str(save_dir or run_dir))
 
 
 def finish_wandb(exit_code: int) -> None:

@@ -24,6 +24,7 @@ NON_RESULT_PREFIXES: tuple[str, ...] = (
     "paths",
     "eval",
     "train.force",
+    "train.threads",
     "local",
     "datamodule.num_workers",
     "trainer.enable_progress_bar",

@@ -75,6 +75,10 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
 
     started = time.time()
     quiet_lightning()
+    if cfg.train.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.train.threads))
     classes = check_classes(cfg.classes)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = make_datamodule(cfg)

@@ -40,7 +40,9 @@ def finished_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _eval_cfg(run: str, cache: Path, *extra: str):
-    return compose("evaluate", overrides=[f"runs={run}", f"paths.cache_dir={cache}", *extra])
+    return compose(
+        "evaluate", overrides=[f"runs={run}", f"paths.cache_dir={cache}", "logger=none", *extra]
+    )
 
 
 def test_held_out_and_cross_dataset_json(finished_run):
@@ -61,7 +63,12 @@ def test_held_out_and_cross_dataset_json(finished_run):
     for key in ("dice", "iou", "pointing_game", "energy_inside", "dice_area_matched"):
         assert key in overlap["per_image"] and key in overlap["baselines"]["gaussian"]
     assert set(overlap["class_mean"]["dice"]["per_class"]) == set(lab["classes"])
-    assert (out / "synthetic_gray_confusion.png").exists()
+    for fig in ("confusion", "class_cams", "cam_examples"):
+        assert (out / f"synthetic_gray_{fig}.png").stat().st_size > 0
+    assert gray["figures"]["class_cams"] == "synthetic_gray_class_cams.png"
+    # synthetic faces are all segmented: every-face reading equals the segmented one
+    assert gray["scores_every_face"]["n_excluded"] == 0
+    assert gray["scores_every_face"]["acc"] == gray["scores"]["acc"]
     assert gray["scores_shared_classes"]["acc"] >= gray["scores"]["acc"]  # fewer ways to err
     rho = gray["randomisation"]
     assert rho["n"] + rho["n_nan"] == gray["size"] and rho["spearman_mean"] < 0.9
@@ -104,5 +111,8 @@ def test_entrypoint_takes_a_run_dir_or_a_glob(finished_run, form, tmp_path):
         text=True,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (run / "eval" / "last__gradcam++__label" / "synthetic_lab.json").exists()
+    out = run / "eval" / "last__gradcam++__label"
+    assert (out / "synthetic_lab.json").exists()
+    if form == "dir":  # the default logger: an offline W&B eval run inside the eval folder
+        assert list((out / "wandb").glob("offline-run-*"))
     assert sorted(p.name for p in run.parent.iterdir()) == ["run"]  # nothing beside the run

@@ -48,4 +48,4 @@ def test_adapted_runs_find_the_source_run_by_name():
     source = _compose("experiment=tannugi_synthetic_source", hydra=True)
     adapted = _compose("experiment=tannugi_synthetic", "strategy=fc")
     assert Path(adapted.init.path) == Path(source.hydra.run.dir) / "best.ckpt"
-    assert Path(source.hydra.run.dir).name == "source-synthetic_lab__seed-0"
+    assert Path(source.hydra.run.dir).name == "source-synthetic_lab__seed-0__split-0"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from fer.data import synthetic as syn
+from fer.data.sources.synthetic import scan
+from fer.errors import ConfigError
+from fer.naming import short_hash
 
 
 def _pair(domain: str, subject: int, cls: str, size: int = 64):
@@ -136,3 +141,112 @@ def test_save_preview_grid(tmp_path):
         round(cell * (len(syn.CLASSES) + 0.8)),
         round(cell * (len(syn.DOMAINS) + 0.6)),
     )
+
+
+# ----------------------------------------------------------------------------- signal regions
+
+
+def _signal_renders(signal: str, subject: int, seed: int = 0):
+    """Every class of one subject, each from the same random stream (only the class changes)."""
+    idt = syn.make_identities("lab", subject + 1, seed=0)[subject]
+    return {
+        cls: syn.render_face(
+            idt, cls, 1.0, "lab", np.random.default_rng([seed, subject]), 64, signal=signal
+        )
+        for cls in syn.CLASSES
+    }
+
+
+def test_signal_keeps_only_its_region_parameters():
+    keep = {
+        s: {p for p, k in zip(syn._PARAMS, v, strict=True) if k}
+        for s, v in syn._SIGNAL_KEEP.items()
+        if v is not None
+    }
+    assert keep["mouth"] == {
+        "mouth_curve",
+        "mouth_open",
+        "mouth_width",
+        "mouth_box",
+        "lip_press",
+        "upper_lip",
+        "teeth_up",
+        "teeth_low",
+    }
+    assert keep["eyes"] == {
+        "brow_raise",
+        "brow_inner",
+        "brow_together",
+        "brow_arch",
+        "eye_open",
+        "cheek",
+    }
+    assert "nose_wrinkle" not in keep["mouth"] | keep["eyes"]
+    assert syn._SIGNAL_KEEP["face"] is None and set(syn.SIGNALS) == {"face", "mouth", "eyes"}
+
+
+@pytest.mark.parametrize(("signal", "region"), [("mouth", "mouth"), ("eyes", "eyes_brows")])
+def test_signal_class_changes_only_its_region(signal, region):
+    r = syn.REGIONS.index(region)
+    others = [i for i in range(len(syn.REGIONS)) if i != r]
+    kernel = np.ones((5, 5), np.uint8)  # a 2-px margin: anti-aliasing and the mild blur
+    for subject in (0, 1):
+        faces = _signal_renders(signal, subject)
+        ref, ref_masks = faces["neutral"]
+        for cls, (img, masks) in faces.items():
+            if cls == "neutral":
+                continue
+            changed = (img != ref).any(axis=2)
+            assert changed.sum() >= 30, f"{signal}: {cls} looks like neutral"
+            near = cv2.dilate((masks[r] | ref_masks[r]).astype(np.uint8), kernel) > 0
+            assert not (changed & ~near).any(), f"{signal}: {cls} changes pixels off the {region}"
+            # The other regions' masks (which follow their features) do not move with the class.
+            np.testing.assert_array_equal(masks[others], ref_masks[others])
+    # The same check fails with the whole face carrying the class: it really tests something.
+    faces = _signal_renders("face", 0)
+    changed = (faces["surprise"][0] != faces["neutral"][0]).any(axis=2)
+    masks = faces["surprise"][1][r] | faces["neutral"][1][r]
+    assert (changed & ~(cv2.dilate(masks.astype(np.uint8), kernel) > 0)).sum() > 100
+
+
+def test_signal_keeps_the_other_region_varying():
+    # Resting offsets and jitter still move the eyes of a mouth-signal face (and vice versa).
+    a = _signal_renders("mouth", 0, seed=1)["happiness"]
+    b = _signal_renders("mouth", 0, seed=2)["happiness"]
+    eyes = a[1][0] & b[1][0]
+    assert (a[0][eyes] != b[0][eyes]).any(axis=1).mean() > 0.2
+
+
+def test_signal_face_is_the_default_and_unchanged():
+    a = syn.render_set("lab", 2, 1, seed=3, size=64)
+    b = syn.render_set("lab", 2, 1, seed=3, size=64, signal="face")
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.intensities, b.intensities)
+    m = syn.render_set("lab", 2, 1, seed=3, size=64, signal="mouth")
+    assert a.labels == m.labels and (a.images != m.images).any()
+    np.testing.assert_array_equal(a.intensities, m.intensities)  # same random streams
+    with pytest.raises(ValueError, match="nose"):
+        syn.render_set("lab", 1, 1, seed=0, size=32, signal="nose")
+
+
+def test_scan_signal_cache_folder_and_validation(tmp_path):
+    kw = dict(domain="lab", n_subjects=2, per_class=1, seed=0, size=64, classes=["anger", "fear"])
+    plain = scan(tmp_path, **kw)
+    face = scan(tmp_path, **kw, signal="face")
+    mouth = scan(tmp_path, **kw, signal="mouth")
+    eyes = scan(tmp_path, **kw, signal="eyes")
+    folder = {
+        k: {Path(p).parents[2] for p in m.frame["path"]}
+        for k, m in dict(plain=plain, face=face, mouth=mouth, eyes=eyes).items()
+    }
+    assert all(len(v) == 1 for v in folder.values())
+    # "face" hashes exactly the pre-signal params, so existing caches are found again.
+    old = "lab-" + short_hash(json.dumps(kw, sort_keys=True))
+    assert folder["plain"] == folder["face"] == {tmp_path / old}
+    assert len(folder["mouth"] | folder["eyes"] | folder["face"]) == 3
+    (mouth_dir,) = folder["mouth"]
+    assert json.loads((mouth_dir / "params.json").read_text())["signal"] == "mouth"
+    assert "signal" not in json.loads((tmp_path / old / "params.json").read_text())
+    with pytest.raises(ConfigError, match=r"data\.source\.signal.*'face', 'mouth', 'eyes'"):
+        scan(tmp_path, **kw, signal="nose")

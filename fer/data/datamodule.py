@@ -228,8 +228,47 @@ class FERDataModule(L.LightningDataModule):
             faces, rows, labels[rows], tf, int(self.input["channels"]), self.seed, train=False
         )
 
-    def _load(self, role: str) -> DatasetPart:
-        cfg = self.data_cfgs[role]
+    def excluded_faces(
+        self, dataset: FaceDataset, subjects: set[str] | None = None
+    ) -> FaceDataset | None:
+        """The faces `dataset`'s subset left out because their regions were not segmented
+        (fallback crops, DESIGN.md "Excluded faces"): of `subjects` when given (a split's
+        subset), else every one (a dataset scored whole). None when there are none, or when
+        `preprocess.combine=mask` (no ROI to keep: the image would be blank)."""
+        frame = dataset.faces.frame
+        chosen = frame["excluded"].to_numpy() != ""
+        if subjects is not None:
+            chosen &= frame["subject"].isin(sorted(subjects)).to_numpy()
+        rows = np.flatnonzero(chosen)
+        if len(rows) == 0 or dataset.roi_only:
+            return None
+        index = {c: i for i, c in enumerate(self.classes)}
+        labels = frame["label"].iloc[rows].map(index).to_numpy(np.int64)
+        return FaceDataset(
+            dataset.faces,
+            rows,
+            labels,
+            dataset.transform,
+            dataset.channels,
+            self.seed,
+            train=False,
+        )
+
+    def held_out(self, cfg: dict) -> FaceDataset:
+        """A dataset outside the run's split, on the test subset the run's holdout split
+        (same seed and protocol) gives it: study B scores every dataset on its test subset."""
+        part = self._load("extra", cfg)
+        rows = part.rows["test"]
+        if len(rows) == 0:
+            raise DataError(f"dataset {part.name}: its holdout split has no test subjects")
+        size = int(self.input["size"])
+        tf = build_transform(size, self.input["mean"], self.input["std"])
+        return FaceDataset(
+            part.faces, rows, part.labels[rows], tf, int(self.input["channels"]), self.seed, False
+        )
+
+    def _load(self, role: str, cfg: dict | None = None) -> DatasetPart:
+        cfg = self.data_cfgs[role] if cfg is None else cfg
         name, faces, labels = self._faces(cfg)
         frame = faces.frame
         # Training and scoring use the faces whose regions were segmented (study A's

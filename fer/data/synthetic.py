@@ -6,6 +6,8 @@ expression parameters (brows, eyelids, mouth, nose wrinkle) per emotion. Several
 shift lighting, colour, proportions, age texture, framing and noise the way real datasets differ
 from each other. Because the renderer draws every feature itself, it also knows the exact region
 masks (eyes+brows, mouth, nose), which is what the Grad-CAM overlap pipeline is checked against.
+A *signal* other than "face" lets only one region carry the expression ("mouth" or "eyes"), so
+the region a model must look at is known by construction (`SIGNALS`, `_SIGNAL_KEEP`).
 
 Everything is drawn with OpenCV polygons in *face units* (1 = half the face width, y down),
 mapped to pixels by one affine transform that already holds the per-image pose jitter; masks
@@ -142,6 +144,29 @@ _EXPR_VEC: dict[str, np.ndarray] = {
 _JITTERED = np.array(
     [p not in ("teeth_up", "teeth_low", "nose_wrinkle", "upper_lip") for p in _PARAMS]
 )
+# Which expression parameters carry the class, per *signal*: "face" keeps all of them; "mouth"
+# and "eyes" keep one region's (a Grad-CAM ground truth: a model can only learn the class from
+# that region). The others are zeroed in the class vector only, so the resting offsets and the
+# per-image jitter still move them (the other region varies but says nothing about the class).
+# `cheek` only narrows the lower eyelid (drawn into the eyes_brows mask), so it counts as eyes;
+# `nose_wrinkle` belongs to neither.
+_MOUTH_PARAMS = (
+    "mouth_curve",
+    "mouth_open",
+    "mouth_width",
+    "mouth_box",
+    "lip_press",
+    "upper_lip",
+    "teeth_up",
+    "teeth_low",
+)
+_EYES_PARAMS = ("brow_raise", "brow_inner", "brow_together", "brow_arch", "eye_open", "cheek")
+SIGNALS: tuple[str, ...] = ("face", "mouth", "eyes")
+_SIGNAL_KEEP: dict[str, np.ndarray | None] = {
+    "face": None,
+    "mouth": np.array([float(p in _MOUTH_PARAMS) for p in _PARAMS]),
+    "eyes": np.array([float(p in _EYES_PARAMS) for p in _PARAMS]),
+}
 
 _SKIN_ALL: tuple[RGB, ...] = (
     (255, 224, 196),
@@ -417,6 +442,11 @@ def _domain(name: str) -> Domain:
     if name not in DOMAINS:
         raise ValueError(f"unknown synthetic domain {name!r}; known: {', '.join(DOMAINS)}")
     return DOMAINS[name]
+
+
+def _check_signal(signal: str) -> None:
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown synthetic signal {signal!r}; known: {', '.join(SIGNALS)}")
 
 
 def _tag(name: str) -> int:
@@ -856,6 +886,7 @@ def render_face(
     rng: np.random.Generator,
     size: int = 64,
     *,
+    signal: str = "face",
     _features: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one face and its exact ROI masks.
@@ -867,6 +898,10 @@ def render_face(
         domain: a key of `DOMAINS` (lighting, pose jitter, noise, colour).
         rng: per-image random stream (pose, background, lighting, jitter, noise).
         size: output side in pixels.
+        signal: which region's parameters carry the expression: "face" (all), "mouth" or
+            "eyes" (eyes and brows); the others keep only the subject's resting offsets and the
+            per-image jitter (see `_SIGNAL_KEEP`). The random draws are the same for every
+            signal.
         _features: private; False leaves eyes, brows, nose and mouth off the image (the masks
             and every random draw stay the same) so tests can check mask alignment.
 
@@ -875,6 +910,7 @@ def render_face(
     """
     if expression not in _EXPR_VEC:
         raise ValueError(f"unknown expression {expression!r}; known: {', '.join(CLASSES)}")
+    _check_signal(signal)
     d = _domain(domain)
     idt = identity
     n = size * _SS
@@ -901,6 +937,9 @@ def render_face(
     target = _EXPR_VEC[expression]
     if expression in _CONFUSABLE:
         target = (1 - blend) * target + blend * _EXPR_VEC[_CONFUSABLE[expression]]
+    keep = _SIGNAL_KEEP[signal]
+    if keep is not None:
+        target = target * keep
     e = float(np.clip(intensity, 0, 1)) * target + np.asarray(idt.rest) + jitter
 
     # Background: a linear gradient between two shades in a random direction.
@@ -986,13 +1025,20 @@ def _image_rng(seed: int, domain: str, subject: int, cls: str, k: int) -> np.ran
 
 
 def _render_one(
-    identity: Identity, subject: int, cls: str, k: int, domain: str, seed: int, size: int
+    identity: Identity,
+    subject: int,
+    cls: str,
+    k: int,
+    domain: str,
+    seed: int,
+    size: int,
+    signal: str = "face",
 ) -> tuple[np.ndarray, np.ndarray, float]:
     rng = _image_rng(seed, domain, subject, cls, k)
     intensity = _u(rng, DOMAINS[domain].intensity)  # drawn for neutral too: same stream layout
     if cls == "neutral":
         intensity = 0.0
-    img, masks = render_face(identity, cls, intensity, domain, rng, size)
+    img, masks = render_face(identity, cls, intensity, domain, rng, size, signal=signal)
     return img, masks, intensity
 
 
@@ -1003,6 +1049,7 @@ def render_set(
     seed: int,
     size: int = 64,
     classes: Sequence[str] | None = None,
+    signal: str = "face",
 ) -> SyntheticSet:
     """Render `per_class` images for every (subject, class) of a domain.
 
@@ -1013,13 +1060,17 @@ def render_set(
         seed: base seed; same arguments give identical arrays.
         size: image side in pixels.
         classes: expressions to render (default: the domain's classes).
+        signal: which region carries the expression, one of `SIGNALS` (see `render_face`);
+            "face" renders exactly what it did before the option existed.
 
     Returns:
         The set, ordered by subject, then class, then k.
 
     Raises:
-        ValueError: a requested class is not one the domain has (or the domain is unknown).
+        ValueError: a requested class is not one the domain has (or the domain or the signal
+            is unknown).
     """
+    _check_signal(signal)
     d = _domain(domain)
     classes = tuple(classes) if classes is not None else d.classes
     missing = [c for c in classes if c not in d.classes]
@@ -1040,7 +1091,7 @@ def render_set(
         for cls in classes:
             for k in range(per_class):
                 images[i], masks[i], intensities[i] = _render_one(
-                    idt, si, cls, k, domain, seed, size
+                    idt, si, cls, k, domain, seed, size, signal
                 )
                 labels.append(cls)
                 subjects.append(idt.subject)

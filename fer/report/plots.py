@@ -117,3 +117,109 @@ def plot_crops(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    """`image` (H, W, 3) uint8 resized to size x size (CAMs live at the model's input size)."""
+    import cv2
+
+    image = np.asarray(image)
+    if image.shape[0] != size or image.shape[1] != size:
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def _overlay(face: np.ndarray, cam: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+    """The package's own heat-map overlay, with the ROI outlines on top."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    face = _fit(face, cam.shape[-1])
+    out = show_cam_on_image(face.astype(np.float32) / 255, cam.astype(np.float32), use_rgb=True)
+    return outline_regions(out, masks) if masks is not None else out
+
+
+def _save(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_class_cams(
+    cams: np.ndarray,
+    faces: np.ndarray,
+    masks: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    path: str | Path,
+    title: str = "",
+    scores: dict[str, float] | None = None,
+) -> Path:
+    """Study A's figure: per class, the class-mean CAM (re-normalised) over the class-mean face,
+    with the class-mean ROI (each region's mean mask >= 0.5) outlined.
+
+    cams (N, S, S) in [0, 1]; faces (N, H, W, 3) uint8; masks (N, R, S, S); labels (N,)
+    indices into `classes`; `scores` (class -> DICE) goes under each panel when given.
+    """
+    from fer.labels import REGIONS
+
+    present = [(i, c) for i, c in enumerate(classes) if (labels == i).any()]
+    fig, axes = plt.subplots(1, max(len(present), 1), figsize=(1.7 * max(len(present), 1), 2.4))
+    axes = np.atleast_1d(axes)
+    for ax, (i, c) in zip(axes, present, strict=False):
+        sel = labels == i
+        mean_cam = cams[sel].mean(axis=0)
+        span = mean_cam.max() - mean_cam.min()
+        mean_cam = (mean_cam - mean_cam.min()) / span if span > 0 else np.zeros_like(mean_cam)
+        size = mean_cam.shape[-1]
+        face = np.stack([_fit(f, size) for f in faces[sel]]).mean(axis=0).astype(np.uint8)
+        roi = (masks[sel].mean(axis=0) >= 0.5).astype(np.uint8)
+        ax.imshow(_overlay(face, mean_cam, roi))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{DISPLAY.get(c, c)} (n={int(sel.sum())})", fontsize=7)
+        if scores is not None and c in scores and scores[c] is not None:
+            ax.set_xlabel(f"DICE {scores[c]:.2f}", fontsize=7)
+    for ax in axes[len(present) :]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=np.array(col) / 255, lw=2) for col in REGION_COLOURS]
+    fig.legend(
+        handles, list(REGIONS), loc="lower center", ncol=len(REGIONS), fontsize=6, frameon=False
+    )
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _save(fig, path)
+
+
+def plot_cam_examples(
+    cams: np.ndarray,
+    faces: np.ndarray,
+    masks: np.ndarray,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    classes: list[str],
+    path: str | Path,
+    n: int = 8,
+    title: str = "",
+) -> Path:
+    """A few single-image overlays spread over the classes, true and predicted class in the
+    caption (red when wrong)."""
+    order = np.argsort(labels, kind="stable")
+    pick = order[np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).astype(int))]
+    fig, axes = plt.subplots(1, len(pick), figsize=(1.6 * len(pick), 2.0), squeeze=False)
+    for ax, i in zip(axes[0], pick, strict=True):
+        ax.imshow(_overlay(faces[i], cams[i], masks[i]))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        true, pred = classes[int(labels[i])], classes[int(preds[i])]
+        ax.set_title(
+            f"{DISPLAY.get(true, true)}\n→ {DISPLAY.get(pred, pred)}",
+            fontsize=7,
+            color="black" if true == pred else "red",
+        )
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -30,14 +30,25 @@ def scan(
     size: int = 64,
     classes: Sequence[str] | None = None,
     dataset: str | None = None,
+    signal: str = "face",
 ) -> Manifest:
     """Render (or reuse) a synthetic domain under `root` and return its Manifest.
 
     The folder name holds a hash of every argument, so different settings never share files;
-    `manifest.csv` is written last, atomically, and marks the folder complete.
+    `manifest.csv` is written last, atomically, and marks the folder complete. `signal`
+    ("face", "mouth" or "eyes") picks which region carries the expression
+    (`fer.data.synthetic.render_face`); it enters the hash only when it is not "face", so the
+    folders rendered before the option existed are still found.
+
+    Raises:
+        ConfigError: an unknown domain or signal, or a class the domain lacks.
     """
     from fer.data import synthetic
 
+    if signal not in synthetic.SIGNALS:
+        raise ConfigError(
+            f"data.source.signal={signal!r} is unknown; allowed: {list(synthetic.SIGNALS)}"
+        )
     if domain not in synthetic.DOMAINS:
         raise ConfigError(
             f"data.source.domain={domain!r} is unknown; "
@@ -56,6 +67,8 @@ def scan(
         size=size,
         classes=list(classes),
     )
+    if signal != "face":
+        params["signal"] = signal
     folder = Path(root) / f"{domain}-{short_hash(json.dumps(params, sort_keys=True))}"
     done = folder / "manifest.csv"
     if not done.exists():
@@ -77,6 +90,7 @@ def _render_to(folder: Path, params: dict) -> None:
         params["seed"],
         params["size"],
         params["classes"],
+        signal=params.get("signal", "face"),
     )
     bits = (1 << np.arange(s.masks.shape[1], dtype=np.uint8))[None, :, None, None]
     packed = (s.masks.astype(np.uint8) * bits).sum(axis=1).astype(np.uint8)

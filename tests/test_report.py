@@ -1,0 +1,536 @@
+"""Report from hand-made run directories: numbers chosen by hand, scipy/numpy as the reference."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from scipy import stats as sps
+
+from fer.report import tables
+from fer.report.collect import SUBJECT, collect, wide
+from fer.report.study import PUBLISHED, log_wandb, write_report
+
+LABELS = {"imagenet": "ImageNet", "glorot": "scratch", "checkpoint": "checkpoint"}
+CLASSES = ["anger", "happiness"]
+
+# Study A by hand: model -> init -> per-fold numbers (4 folds). In-domain (OULU-CASIA val fold)
+# accuracy, cross-dataset (JAFFE, whole) accuracy, and JAFFE class-mean DICE.
+ACC_IN = {
+    "vgg16": {"imagenet": [0.90, 0.92, 0.95, 0.91], "glorot": [0.85, 0.91, 0.92, 0.87]},
+    "vgg16_se": {"imagenet": [0.80, 0.82, 0.84, 0.86], "glorot": [0.81, 0.75, 0.79, 0.78]},
+}
+ACC_X = {
+    "vgg16": {"imagenet": [0.30, 0.35, 0.40, 0.32], "glorot": [0.36, 0.37, 0.45, 0.38]},
+    "vgg16_se": {"imagenet": [0.25, 0.31, 0.28, 0.30], "glorot": [0.29, 0.30, 0.35, 0.27]},
+}
+DICE = {
+    "vgg16": {"imagenet": [0.40, 0.42, 0.45, 0.41], "glorot": [0.30, 0.35, 0.33, 0.36]},
+    "vgg16_se": {"imagenet": [0.50, 0.48, 0.46, 0.55], "glorot": [0.47, 0.49, 0.40, 0.44]},
+}
+N_TRAIN, N_VAL = 900, 100
+
+
+# ------------------------------------------------------------------ run-directory helpers
+
+
+def write_run(
+    root: Path,
+    name: str,
+    cfg: dict[str, Any],
+    metrics: dict[str, Any] | str | None,
+    evals: dict[str, dict[str, Any]] | None = None,
+    eval_key: str = "last__gradcam__label",
+) -> Path:
+    """A run directory: config.yaml, metrics.json (a dict, or raw text for a corrupt file)
+    and eval/<eval_key>/<dataset>.json."""
+    run = root / name
+    run.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(cfg), run / "config.yaml")
+    if metrics is not None:
+        text = metrics if isinstance(metrics, str) else json.dumps(metrics)
+        (run / "metrics.json").write_text(text)
+    for dataset, body in (evals or {}).items():
+        path = run / "eval" / eval_key / f"{dataset}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(body))
+    return run
+
+
+def scores(acc: float, subset: str | None = None) -> dict[str, Any]:
+    """fer.scoring.summarize's shape: per-class accuracy = acc for both classes."""
+    out = {
+        "acc": acc,
+        "acc_macro": acc,
+        "per_class": {c: acc for c in CLASSES},
+        "support": {c: 10 for c in CLASSES},
+        "n": 20,
+        "classes": CLASSES,
+        "macro_over": CLASSES,
+    }
+    return out | ({"subset": subset} if subset else {})
+
+
+def eval_json(dataset: str, subset: str, acc: float, dice: float) -> dict[str, Any]:
+    """evaluate.py's JSON shape (fer/evaluate.py `_evaluate_dataset`), numbers by hand."""
+    iou = dice / (2 - dice)
+
+    def per_image(v: float) -> dict[str, Any]:
+        return {k: {"mean": v, "n": 20, "n_nan": 0} for k in ("dice", "iou", "energy_inside")}
+
+    return {
+        "dataset": dataset,
+        "subset": subset,
+        "size": 20,
+        "scores": scores(acc),
+        "scores_shared_classes": scores(acc),
+        "scores_every_face": None,
+        "overlap": {
+            "class_mean": {
+                "dice": {
+                    "mean": dice,
+                    "n": 2,
+                    "n_nan": 0,
+                    "per_class": {"anger": dice, "happiness": dice},
+                },
+                "iou": {
+                    "mean": iou,
+                    "n": 2,
+                    "n_nan": 0,
+                    "per_class": {"anger": iou, "happiness": iou},
+                },
+                "per_class": {c: {"n_images": 10} for c in CLASSES},
+                "per_region": {"mouth": {"dice": {"mean": dice / 2}, "iou": {"mean": iou / 2}}},
+            },
+            "per_image": per_image(dice * 0.9),
+            "baselines": {"gaussian": per_image(0.2), "random": per_image(0.1)},
+        },
+        "randomisation": {"spearman_mean": 0.1, "n": 20, "n_nan": 0},
+    }
+
+
+def cfg_a(model: str, init: str, fold: int, group_by: str = "subject") -> dict[str, Any]:
+    return {
+        "name": "study_a",
+        "seed": 0,
+        "model": {"name": model},
+        "init": {"name": init, "label": LABELS[init]},
+        "split": {"name": "kfold", "k": 4, "fold": fold, "seed": 0, "group_by": group_by},
+        "strategy": {"name": "full", "label": "RE"},
+        "data": {"name": "oulu_casia"},
+        "eval": {"checkpoint": "last"},
+    }
+
+
+def metrics_a(acc: float, group_by: str = "subject") -> dict[str, Any]:
+    return {
+        "status": "finished",
+        "scores": {"oulu_casia": scores(acc, "val")},
+        "data": {
+            "train_on": "source",
+            "scored_on": "val",
+            "source": {
+                "name": "oulu_casia",
+                "train": {"size": N_TRAIN},
+                "val": {"size": N_VAL},
+                "test": {"size": 0},
+                "excluded": 0,
+                "group_by": group_by,
+                "leaky": group_by != "subject",
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def study_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Written once per module; tests only read it."""
+    root = tmp_path_factory.mktemp("runs") / "outputs" / "study_a"
+    for model, by_init in ACC_IN.items():
+        for init, accs in by_init.items():
+            for fold, acc in enumerate(accs):
+                write_run(
+                    root,
+                    f"model-{model}__init-{init}__split.fold-{fold}",
+                    cfg_a(model, init, fold),
+                    metrics_a(acc),
+                    {
+                        "oulu_casia": eval_json("oulu_casia", "val", acc, 0.6),
+                        "jaffe": eval_json(
+                            "jaffe", "whole", ACC_X[model][init][fold], DICE[model][init][fold]
+                        ),
+                    },
+                )
+    # Leaky (image-level folds): labelled, never pooled with the subject-grouped runs.
+    for fold, acc in enumerate([0.99, 0.97]):
+        write_run(
+            root,
+            f"init-imagenet__split.fold-{fold}__split.group_by-none",
+            cfg_a("vgg16", "imagenet", fold, "none"),
+            metrics_a(acc, "none"),
+            {
+                "oulu_casia": eval_json("oulu_casia", "val", acc, 0.6),
+                "jaffe": eval_json("jaffe", "whole", 0.2, 0.3),
+            },
+        )
+    # A finished run whose evaluation never ran, a corrupt metrics.json, a failed run.
+    write_run(root, "model-vgg16_cbam", cfg_a("vgg16_cbam", "imagenet", 0), metrics_a(0.5))
+    write_run(root, "corrupt", cfg_a("vgg16", "glorot", 0), '{"status": "finished", "sco')
+    write_run(root, "failed", cfg_a("vgg16", "glorot", 1), {"status": "failed", "reason": "boom"})
+    (root / "not_a_run").mkdir()  # no config.yaml: not a run directory
+    return root
+
+
+@pytest.fixture(scope="module")
+def collected_a(study_a: Path) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    return collect(study_a)
+
+
+@pytest.fixture(scope="module")
+def tables_a(collected_a: tuple[pd.DataFrame, list]) -> dict[str, pd.DataFrame]:
+    return tables.study_a_table(collected_a[0])
+
+
+# ------------------------------------------------------------------ collect
+
+
+def test_collect_long_table_and_problems(study_a: Path, collected_a: tuple) -> None:
+    df, problems = collected_a
+    assert set(df["run"]) >= {"model-vgg16__init-imagenet__split.fold-0", "model-vgg16_cbam"}
+    assert "corrupt" not in set(df["run"]) and "failed" not in set(df["run"])
+    by_path = {Path(p["path"]).relative_to(study_a).as_posix(): p["problem"] for p in problems}
+    assert "corrupt JSON" in by_path["corrupt/metrics.json"]
+    assert "boom" in by_path["failed/metrics.json"]
+    # Missing evaluations: the run's own dataset and what its peers were evaluated on.
+    missing = "model-vgg16_cbam/eval/last__gradcam__label/{}.json"
+    assert "missing evaluation" in by_path[missing.format("jaffe")]
+    assert "missing evaluation" in by_path[missing.format("oulu_casia")]
+    assert len(problems) == 4
+
+    row = df[
+        (df["run"] == "model-vgg16__init-imagenet__split.fold-2")
+        & (df["dataset"] == "jaffe")
+        & (df["metric"] == "dice")
+    ]
+    assert row["value"].tolist() == [0.45]
+    assert row.iloc[0][["model", "init", "fold", "init_label", "role", "subset"]].tolist() == [
+        "vgg16",
+        "imagenet",
+        2,
+        "ImageNet",
+        "cross",
+        "whole",
+    ]
+    assert row.iloc[0]["source_of_number"] == "eval"
+    metrics = set(df["metric"])
+    for m in ("acc", "acc_macro", "acc_shared", "acc/anger", "dice", "iou", "dice/anger"):
+        assert m in metrics
+    for m in ("dice_region/mouth", "per_image/energy_inside", "baseline_gaussian/dice", "spearman"):
+        assert m in metrics
+    assert "acc_every_face" not in metrics  # null in the JSON: no row, not a 0
+    leaky = df[df["run"].str.contains("group_by-none")]
+    assert set(leaky["protocol"]) == {"leaky (group_by=none)"} and leaky["leaky"].all()
+
+    w = wide(df)
+    one = w[
+        (w["run"] == "model-vgg16__init-imagenet__split.fold-0") & (w["dataset"] == "oulu_casia")
+    ]
+    assert set(one["source_of_number"]) == {"train", "eval"}
+    assert one.set_index("source_of_number").loc["train", "size/train"] == N_TRAIN
+
+
+def test_collect_empty_root(tmp_path: Path) -> None:
+    df, problems = collect(tmp_path / "nothing")
+    assert df.empty and problems == []
+    assert tables.study_b_table(df).empty
+
+
+# ------------------------------------------------------------------ study A tables
+
+
+def test_study_a_accuracy_mean_sd_and_leaky_apart(tables_a: dict[str, pd.DataFrame]) -> None:
+    t = tables_a
+    acc = t["accuracy"].set_index(["protocol", "model", "init", "dataset"])
+    for model, by_init in ACC_IN.items():
+        for init, accs in by_init.items():
+            for dataset, nums in (("oulu_casia", accs), ("jaffe", ACC_X[model][init])):
+                r = acc.loc[(SUBJECT, model, init, dataset)]
+                x = np.asarray(nums) * 100
+                assert r["n"] == 4
+                assert r["mean"] == pytest.approx(x.mean())
+                assert r["sd"] == pytest.approx(x.std(ddof=1))
+                half = sps.t.ppf(0.975, 3) * x.std(ddof=1) / 2
+                assert r["ci_low"] == pytest.approx(x.mean() - half)
+                assert "descriptive" in r["interval"]
+    leaky = acc.loc[("leaky (group_by=none)", "vgg16", "imagenet", "oulu_casia")]
+    assert leaky["n"] == 2 and leaky["mean"] == pytest.approx(98.0)
+    # In-domain accuracy is robustness; cross-dataset accuracy the primary endpoint.
+    tiers = t["accuracy"].set_index(["protocol", "model", "init", "dataset"])["tier"]
+    assert tiers[(SUBJECT, "vgg16", "imagenet", "jaffe")] == "primary"
+    assert tiers[(SUBJECT, "vgg16", "imagenet", "oulu_casia")] == "robustness"
+
+    ov = t["overlap"].set_index(["protocol", "metric", "model", "init", "dataset"])
+    d = np.asarray(DICE["vgg16_se"]["glorot"])
+    r = ov.loc[(SUBJECT, "dice", "vgg16_se", "glorot", "jaffe")]
+    assert (r["mean"], r["sd"]) == (pytest.approx(d.mean()), pytest.approx(d.std(ddof=1)))
+    r = ov.loc[(SUBJECT, "iou", "vgg16_se", "glorot", "jaffe")]
+    assert r["mean"] == pytest.approx(np.mean(d / (2 - d)))
+    assert not t["overlap_per_class"].empty and not t["overlap_robustness"].empty
+
+
+def test_study_a_comparisons_wilcoxon_nadeau_bengio_holm(
+    tables_a: dict[str, pd.DataFrame],
+) -> None:
+    cmp = tables_a["comparisons"]
+    cmp = cmp[cmp["protocol"] == SUBJECT]
+    # ImageNet − scratch, paired by fold.
+    assert set(zip(cmp["init_a"], cmp["init_b"], strict=True)) == {("ImageNet", "scratch")}
+    key = ["metric", "model", "dataset", "test"]
+    idx = cmp.set_index(key)
+    wil, nb = "Wilcoxon signed-rank", "Nadeau–Bengio corrected resampled t"
+    for model in ACC_IN:
+        a, b = (np.asarray(ACC_IN[model][i]) * 100 for i in ("imagenet", "glorot"))
+        r = idx.loc[("acc", model, "oulu_casia", wil)]
+        ref = sps.wilcoxon(a, b)
+        assert r["p"] == pytest.approx(ref.pvalue) and r["statistic"] == ref.statistic
+        assert r["mean_diff"] == pytest.approx(np.mean(a - b))
+        # Nadeau–Bengio by hand: t = mean(d) / sqrt((1/k + n_test/n_train) var(d, ddof=1)).
+        d = a - b
+        t = d.mean() / math.sqrt((1 / 4 + N_VAL / N_TRAIN) * d.var(ddof=1))
+        r = idx.loc[("acc", model, "oulu_casia", nb)]
+        assert r["statistic"] == pytest.approx(t)
+        assert r["p"] == pytest.approx(2 * sps.t.sf(abs(t), df=3))
+        # Cross-dataset: Wilcoxon only (no Nadeau–Bengio outside in-domain k-fold).
+        x = (np.asarray(ACC_X[model][i]) * 100 for i in ("imagenet", "glorot"))
+        assert idx.loc[("acc", model, "jaffe", wil)]["p"] == pytest.approx(sps.wilcoxon(*x).pvalue)
+        assert ("acc", model, "jaffe", nb) not in idx.index
+    # Holm within the primary Wilcoxon family: cross accuracy, DICE, IoU × 2 models = 6 tests.
+    # (DICE on OULU-CASIA is the same in every fold: no non-zero difference, p undefined,
+    # left out of the family size.)
+    fam = cmp[(cmp["tier"] == "primary") & (cmp["test"] == wil)]
+    undefined = fam[fam["p"].isna()]
+    assert set(undefined["dataset"]) == {"oulu_casia"} and len(undefined) == 4
+    assert all(s.startswith("p undefined") for s in undefined["result"])
+    fam = fam[fam["p"].notna()]
+    assert len(fam) == 6 and set(fam["family_size"]) == {6}
+    p = fam["p"].to_numpy()
+    order = np.argsort(p, kind="stable")
+    adj = np.maximum.accumulate(np.minimum(1, (6 - np.arange(6)) * p[order]))
+    expected = np.empty(6)
+    expected[order] = adj
+    assert fam["p_holm"].to_numpy() == pytest.approx(expected)
+    assert all("p_Holm=" in s and wil in s for s in fam["result"])
+    # In-domain accuracy is a separate (robustness) family.
+    rob = cmp[(cmp["tier"] == "robustness") & (cmp["test"] == wil)]
+    assert set(rob["dataset"]) == {"oulu_casia"} and set(rob["family_size"]) == {2}
+
+
+def test_table1_totals_and_published_comparison(tables_a: dict[str, pd.DataFrame]) -> None:
+    counts = tables.read_published(PUBLISHED / "arabian2022_table1_counts.csv")
+    t1 = tables.table1(counts).set_index("class")
+    assert t1.loc["Total", "oulu_casia original"] == 10379
+    assert t1.loc["Total", "oulu_casia processed"] == 9299
+    assert t1.loc["Total", "oulu_casia excluded %"] == pytest.approx(
+        round((10379 - 9299) / 10379 * 100, 2)
+    )
+    assert math.isnan(t1.loc["surprise", "faces excluded %"])  # 0 of 0: not a rate
+    assert t1.loc["Total", "faces processed"] == 1460  # the rows' sum, not the paper's 1542
+
+    acc = tables_a["accuracy"]
+    cmp = tables.published_comparison(acc, PUBLISHED / "arabian2022_table2_accuracy.csv")
+    r = cmp.set_index(["protocol", "dataset", "model", "init"]).loc[
+        (SUBJECT, "oulu_casia", "vgg16", "ImageNet")
+    ]
+    assert r["published acc (%)"] == 99.49
+    assert r["difference (pp)"] == pytest.approx(np.mean(ACC_IN["vgg16"]["imagenet"]) * 100 - 99.49)
+    # Synthetic datasets have no published counterpart.
+    synthetic = acc.assign(dataset="synthetic_lab")
+    assert (
+        tables.published_comparison(synthetic, PUBLISHED / "arabian2022_table2_accuracy.csv")
+        is None
+    )
+
+
+# ------------------------------------------------------------------ study B
+
+# BL source accuracy per seed; FC runs: (target, fraction, split seed) -> (source, target acc).
+BL_SRC = {0: 0.70, 1: 0.66}
+BL_TGT = {"jaffe": {0: 0.40, 1: 0.44}, "mug": {0: 0.50, 1: 0.46}}
+FC = {
+    ("jaffe", 0.5, 0): (0.60, 0.55),
+    ("jaffe", 0.5, 1): (0.58, 0.57),
+    ("jaffe", 1.0, 0): (0.55, 0.60),
+    ("jaffe", 1.0, 1): (0.52, 0.66),
+    ("mug", 0.5, 0): (0.65, 0.62),
+    ("mug", 0.5, 1): (0.61, 0.60),
+    ("mug", 1.0, 0): (0.62, 0.70),
+    ("mug", 1.0, 1): (0.57, 0.74),
+}
+
+
+def cfg_b(seed: int, strategy: str, target: str | None, fraction: float, split_seed: int) -> dict:
+    label = {"full": "RE", "fc": "FC"}[strategy]
+    init = "glorot" if target is None else "checkpoint"
+    cfg = {
+        "name": "study_b",
+        "seed": seed,
+        "model": {"name": "small_vgg"},
+        "init": {"name": init, "label": LABELS[init]},
+        "split": {
+            "name": "holdout",
+            "seed": split_seed,
+            "group_by": "subject",
+            "target_fraction": fraction,
+        },
+        "strategy": {"name": strategy, "label": label},
+        "data": {"name": "fer2013"},
+        "eval": {"checkpoint": "best"},
+    }
+    return cfg | ({"target": {"name": target}} if target else {})
+
+
+def part(name: str, group_by: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "train": {"size": 100},
+        "val": {"size": 10},
+        "test": {"size": 10},
+        "group_by": group_by,
+        "leaky": group_by != "subject",
+    }
+
+
+@pytest.fixture
+def study_b(tmp_path: Path) -> Path:
+    root = tmp_path / "outputs" / "study_b"
+    for seed, src in BL_SRC.items():
+        write_run(
+            root,
+            f"source-fer2013__seed-{seed}",
+            cfg_b(seed, "full", None, 1.0, 0),
+            {
+                "status": "finished",
+                "scores": {"fer2013": scores(src, "test")},
+                "data": {"scored_on": "test", "source": part("fer2013", "official")},
+            },
+            {t: eval_json(t, "test", BL_TGT[t][seed], 0.3) for t in BL_TGT},
+            eval_key="best__gradcam__label",
+        )
+    for (target, fraction, s), (src, tgt) in FC.items():
+        write_run(
+            root,
+            f"data@target-{target}__split.seed-{s}__split.target_fraction-{fraction}__strategy-fc",
+            cfg_b(s, "fc", target, fraction, s),
+            {
+                "status": "finished",
+                "scores": {"fer2013": scores(src, "test"), target: scores(tgt, "test")},
+                "data": {
+                    "scored_on": "test",
+                    "source": part("fer2013", "official"),  # no identities: not "leaky"
+                    "target": part(target, "subject"),
+                },
+            },
+        )
+    return root
+
+
+def test_study_b_memory_integrity(study_b: Path) -> None:
+    df, _ = collect(study_b)
+    t = tables.study_b_table(df)
+    assert set(t["protocol"]) == {SUBJECT}
+    assert list(t["strategy"]) == ["BL", "FC", "FC", "BL", "FC", "FC"]
+    idx = t.set_index(["target", "strategy", "fraction"])
+    for target in ("jaffe", "mug"):
+        bl = idx.loc[(target, "BL", tables.MISSING)]
+        assert bl["n"] == 2
+        assert bl["source acc (%)"] == pytest.approx(np.mean(list(BL_SRC.values())) * 100)
+        assert bl["target acc (%)"] == pytest.approx(np.mean(list(BL_TGT[target].values())) * 100)
+        assert bl["drop mean ± SD"] == "reference"
+        for fraction in (0.5, 1.0):
+            r = idx.loc[(target, "FC", fraction)]
+            src = np.array([FC[(target, fraction, s)][0] for s in (0, 1)]) * 100
+            tgt = np.array([FC[(target, fraction, s)][1] for s in (0, 1)]) * 100
+            # Drop paired with the BL run of the same seed (the checkpoint it started from).
+            drop = np.array([BL_SRC[s] * 100 - src[s] for s in (0, 1)])
+            assert r["n"] == 2
+            assert r["source acc (%)"] == pytest.approx(src.mean())
+            assert r["source SD"] == pytest.approx(src.std(ddof=1))
+            assert r["target acc (%)"] == pytest.approx(tgt.mean())
+            assert r["source drop vs BL (pp)"] == pytest.approx(drop.mean())
+            assert r["drop SD"] == pytest.approx(drop.std(ddof=1))
+    # e.g. jaffe, 0.5: BL 70 − 60 = 10 and 66 − 58 = 8 -> 9 pp.
+    assert idx.loc[("jaffe", "FC", 0.5)]["source drop vs BL (pp)"] == pytest.approx(9.0)
+
+    cmp = tables.published_comparison(t, PUBLISHED / "tannugi2019_memory_integrity.csv")
+    r = cmp.set_index(["target", "evaluated_on", "strategy", "fraction"]).loc[
+        ("jaffe", "target", "FC", "0.5")
+    ]
+    assert r["published acc (%)"] == 53.73
+    assert r["difference (pp)"] == pytest.approx(56.0 - 53.73)
+    synthetic = t.assign(target="synthetic_gray")
+    assert (
+        tables.published_comparison(synthetic, PUBLISHED / "tannugi2019_memory_integrity.csv")
+        is None
+    )
+
+
+# ------------------------------------------------------------------ files
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def test_write_report_study_a(study_a: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "study_a"
+    counts = tables.read_published(PUBLISHED / "arabian2022_table1_counts.csv")
+    study = {
+        "name": "study_a",
+        "kind": "arabian2022",
+        "primary_endpoints": ["acc@cross", "dice", "iou"],
+        "published": {
+            "table1": "arabian2022_table1_counts.csv",
+            "table2": "arabian2022_table2_accuracy.csv",
+        },
+    }
+    res = write_report(study, study_a, out, counts=counts)
+    for stem in ("accuracy", "overlap", "comparisons", "table1_counts", "published_table2"):
+        for ext in ("md", "tex", "csv"):
+            assert _nonempty(out / "tables" / f"{stem}.{ext}"), (stem, ext)
+    for stem in ("accuracy", "dice_per_class", "iou_per_class"):
+        for ext in ("png", "pdf"):
+            assert _nonempty(out / "figures" / f"{stem}.{ext}")
+    for name in ("runs_long.csv", "problems.csv", "README.md"):
+        assert _nonempty(out / name)
+    assert res["problems"] == 4 and len(pd.read_csv(out / "problems.csv")) == 4
+    assert str(out / "tables" / "accuracy.md") in res["tables"]
+    assert "leaky (group_by=none)" in res["headline"] and "± " in res["headline"]
+    readme = (out / "README.md").read_text()
+    assert "primary endpoint" in readme and "robustness" in readme
+    assert "`tables/accuracy.{md,tex,csv}`" in readme
+    assert "`figures/dice_per_class.{png,pdf}`" in readme
+    tex = (out / "tables" / "accuracy.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"oulu\_casia" in tex and r"$\pm$" in tex
+    md = (out / "tables" / "accuracy.md").read_text().splitlines()
+    assert md[0].startswith("| ") and set(md[1]) <= set("|:-")
+
+
+def test_write_report_study_b_and_wandb_disabled(
+    study_b: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "reports" / "study_b"
+    study = {"name": "study_b", "kind": "tannugi2019", "primary_endpoints": ["acc"]}
+    res = write_report(study, study_b, out)
+    assert _nonempty(out / "tables" / "memory_integrity.csv")
+    assert _nonempty(out / "figures" / "memory_integrity.png")
+    assert "reference" in res["headline"]
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert log_wandb(out, "study_b") is None
+    with pytest.raises(ValueError, match="kind"):
+        write_report({"name": "x", "kind": "other"}, study_b, out)
