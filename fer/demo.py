@@ -1,41 +1,45 @@
-"""`make demo`: train the default run on the embedded synthetic faces, then say where things are.
+"""`make demo`: both studies' synthetic twins end to end (train, evaluate, report) on a CPU.
 
-Runs the real entrypoint (`python train.py`) so the demo exercises exactly what users run.
+Runs the real entrypoint (`python sweep.py study=...`) so the demo exercises exactly what users
+run; sizes are cut with study keys so the whole demo fits in a quarter of an hour on 2 cores.
+A second `make demo` finds every run finished and only redraws the reports.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from fer.io import read_json_or_none
-
-RUN_DIR = Path("outputs/default/run")
 GRID = Path("outputs/figures/synthetic_faces.png")
+
+#: (study, overrides): small grids of both synthetic studies.
+STUDIES: tuple[tuple[str, list[str]], ...] = (
+    ("arabian2022_synthetic", ["study.folds=2"]),
+    (
+        "tannugi2019_synthetic",
+        ["study.split_seeds=1", "study.targets=[synthetic_gray]"],
+    ),
+)
 
 
 def main() -> int:
-    """Render the face grid, train (or find finished) the default run, print the paths."""
+    """Render the face grid, run both synthetic studies, print where the reports are."""
+    started = time.time()
     subprocess.run([sys.executable, "-m", "fer.data.synthetic", "--grid", str(GRID)], check=True)
-    rc = subprocess.run([sys.executable, "train.py"]).returncode
-    if rc != 0:
-        return rc
-    metrics = read_json_or_none(RUN_DIR / "metrics.json") or {}
-    val = metrics.get("val") or {}
-    from fer.report.plots import plot_confusion
-
-    confusion = plot_confusion(val, RUN_DIR / "confusion_val.png") if val else None
+    for study, overrides in STUDIES:
+        rc = subprocess.run([sys.executable, "sweep.py", f"study={study}", *overrides]).returncode
+        if rc != 0:
+            return rc
+    minutes = (time.time() - started) / 60
     print("\n== fer demo ==")
     print(f"synthetic faces (every expression x domain, ROI outlines): {GRID}")
-    print(f"run directory:        {RUN_DIR}/  (config.yaml, last.ckpt, metrics.json)")
-    if val:
-        print(
-            f"validation accuracy:  {val['acc']:.3f} (macro {val['acc_macro']:.3f}) "
-            f"on {val['n']} images, {metrics.get('epochs')} epochs"
-        )
-        print(f"confusion matrix:     {confusion}")
-    print(f"W&B (offline):        {RUN_DIR}/wandb/   upload later with `wandb sync`")
+    for study, _ in STUDIES:
+        print(f"{study}: report reports/{study}/README.md, runs outputs/{study}/")
+    print("Grad-CAM figures: outputs/<study>/<run>/eval/<eval-key>/*_class_cams.png")
+    print("W&B (offline): outputs/<study>/<run>/wandb/  upload later with `wandb sync`")
+    print(f"demo took {minutes:.1f} min")
     return 0
 
 

@@ -314,6 +314,14 @@ def _evaluate_dataset(
             },
         },
     }
+    # Per image (segmented subset): what the report's subject-clustered bootstrap resamples.
+    frame = dataset.faces.frame
+    result["predictions"] = {
+        "row": cams.index,
+        "subject": frame["subject"].iloc[cams.index].astype(str).tolist(),
+        "label": cams.labels,
+        "pred": cams.preds,
+    }
     faces = dataset.faces.images[cams.index]
     title = f"{name}: {ev.cam_method} ({ev.cam_target})"
     figures = {

@@ -65,7 +65,9 @@ class Stage:
 
 
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """Hydra sweep overrides -> (key, values); Hydra's own parser expands `a,b`, `range()`."""
+    """Hydra sweep overrides -> (key, values); Hydra's own parser expands `a,b`, `range()`;
+    a list value `key=[a,b]` is swept too, so study keys can hold lists that a command line
+    overrides without quoting (`study.models=[small_vgg,small_vgg_se]`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -74,11 +76,12 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
         raise ConfigError(f"study grid {list(items)}: {e}") from None
     grid = []
     for o in parsed:
-        values = (
-            list(o.sweep_string_iterator())
-            if o.is_sweep_override()
-            else [o.get_value_element_as_str()]
-        )
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+        elif isinstance(o.value(), list):  # `key=[a,b]` (a study key holding a list): swept
+            values = [str(v) for v in o.value()]
+        else:
+            values = [o.get_value_element_as_str()]
         grid.append((o.get_key_element(), values))
     return grid
 
@@ -165,10 +168,11 @@ def hydra_context() -> Any:
     return initialize_config_dir(str(CONF), version_base="1.3")
 
 
-def build_stages(cfg: DictConfig) -> list[Stage]:
-    """Every stage of `cfg.study` with its cells and their current states."""
+def build_stages(cfg: DictConfig, upto: int | None = None) -> list[Stage]:
+    """The stages of `cfg.study` (all, or the first `upto + 1`) with their cells' states."""
     study = cfg.study
     extra = [str(o) for o in cfg.sweep.extra]
+    logger = [f"logger={cfg.sweep.logger}"] if cfg.sweep.get("logger") else []
     common = [
         f"paths.output_root={cfg.paths.output_root}",
         f"paths.cache_dir={cfg.paths.cache_dir}",
@@ -176,13 +180,13 @@ def build_stages(cfg: DictConfig) -> list[Stage]:
     stages: list[Stage] = []
     by_name: dict[str, Stage] = {}
     with hydra_context():
-        for spec in study.stages:
+        for spec in list(study.stages)[: None if upto is None else upto + 1]:
             name, script = str(spec.name), str(spec.script)
             if script not in ("train.py", "evaluate.py"):
                 raise ConfigError(
                     f"study {study.name}, stage {name}: script must be train.py or evaluate.py"
                 )
-            overrides = [str(o) for o in spec.get("overrides") or []]
+            overrides = [str(o) for o in spec.get("overrides") or []] + logger
             if script == "train.py":
                 named = [f"name={study.name}"] if spec.get("study_name", True) else []
                 overrides = named + overrides + extra
@@ -397,7 +401,7 @@ def run_study(
         if only is not None and stage.name not in only:
             continue
         if i > 0 and stage.script == "evaluate.py":  # earlier stages just ran: read states again
-            stage = build_stages(cfg)[i]
+            stage = build_stages(cfg, upto=i)[i]
         todo = [c for c in stage.cells if c.state != "finished"]
         changed = [c for c in todo if c.state == "changed"]
         if changed:
@@ -415,7 +419,7 @@ def run_study(
             code = runner(argv, env)
             if code != 0:
                 console.print(f"[yellow]stage {stage.name}: a multirun exited with {code}[/]")
-        after = build_stages(cfg)[i]
+        after = build_stages(cfg, upto=i)[i]
         failed = [c for c in after.cells if c.state != "finished"]
         if failed:
             listing = "\n".join(f"  {c.run_dir}  [{c.state}] {c.detail}" for c in failed)

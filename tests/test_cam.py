@@ -68,6 +68,16 @@ def test_cam_shape_equals_input_for_vgg16_variants(model):
     assert res.cams.shape == (2, 32, 32)
 
 
+@pytest.mark.parametrize("attention", [None, "se", "cbam"])
+def test_cam_shape_equals_input_for_small_vgg_variants(attention):
+    cfg = {"arch": "small_vgg", "input": {"channels": 1, "size": 48}}
+    if attention:
+        cfg["attention"] = {"type": attention, "after_blocks": [1, 2]}
+    net = build_model(cfg, {"name": "glorot"}, 6)
+    res = compute_cams(net, _batches(torch.randn(3, 1, 48, 48), torch.tensor([0, 1, 2]), 3))
+    assert res.cams.shape == (3, 48, 48)
+
+
 def test_unknown_method_and_target():
     with pytest.raises(ConfigError, match=r"eval\.cam_method"):
         compute_cams(small_vgg(6), [], method="nope")

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from scipy import stats as sps
 
 from fer.report import tables
-from fer.report.collect import SUBJECT, collect, wide
+from fer.report.collect import SUBJECT, collect, predictions, wide
 from fer.report.study import PUBLISHED, log_wandb, write_report
 
 LABELS = {"imagenet": "ImageNet", "glorot": "scratch", "checkpoint": "checkpoint"}
@@ -35,6 +35,26 @@ DICE = {
     "vgg16_se": {"imagenet": [0.50, 0.48, 0.46, 0.55], "glorot": [0.47, 0.49, 0.40, 0.44]},
 }
 N_TRAIN, N_VAL = 900, 100
+# Per-image predictions on JAFFE (whole): 6 images of 3 subjects, the last without an id
+# ("nan": its own cluster). Correct (1) / wrong (0) per image and fold, by hand.
+X_SUBJECTS = ["KA", "KA", "KL", "KL", "KM", "nan"]
+X_LABELS = [0, 1, 0, 1, 0, 1]
+X_CORRECT = {
+    # 15 / 24 right; per cluster KA 6/8, KL 6/8, KM 1/4, unknown image 2/4.
+    ("vgg16", "imagenet"): [
+        [1, 0, 1, 1, 0, 1],
+        [1, 1, 0, 1, 0, 0],
+        [0, 1, 1, 1, 1, 0],
+        [1, 1, 1, 0, 0, 1],
+    ],
+    # Every cluster exactly 50 % over the 4 folds: a degenerate CI at 50 %.
+    ("vgg16_se", "glorot"): [
+        [1, 0, 1, 0, 1, 0],
+        [0, 1, 0, 1, 0, 1],
+        [1, 1, 0, 0, 1, 0],
+        [0, 0, 1, 1, 0, 1],
+    ],
+}
 
 
 # ------------------------------------------------------------------ run-directory helpers
@@ -77,8 +97,27 @@ def scores(acc: float, subset: str | None = None) -> dict[str, Any]:
     return out | ({"subset": subset} if subset else {})
 
 
-def eval_json(dataset: str, subset: str, acc: float, dice: float) -> dict[str, Any]:
-    """evaluate.py's JSON shape (fer/evaluate.py `_evaluate_dataset`), numbers by hand."""
+def preds(
+    subjects: list[str], labels: list[int], correct: list[int], first_row: int = 0
+) -> dict[str, list]:
+    """evaluate.py's `predictions` block: a wrong prediction is the other class."""
+    pred = [y if c else 1 - y for y, c in zip(labels, correct, strict=True)]
+    rows = list(range(first_row, first_row + len(labels)))
+    return {"row": rows, "subject": subjects, "label": labels, "pred": pred}
+
+
+DEFAULT_PREDS = preds(["S1", "S1", "S2", "S2"], [0, 1, 0, 1], [1, 0, 1, 0])
+
+
+def eval_json(
+    dataset: str,
+    subset: str,
+    acc: float,
+    dice: float,
+    predictions: dict[str, list] | None = DEFAULT_PREDS,
+) -> dict[str, Any]:
+    """evaluate.py's JSON shape (fer/evaluate.py `_evaluate_dataset`), numbers by hand;
+    `predictions=None` leaves the key out (an older evaluate.py)."""
     iou = dice / (2 - dice)
 
     def per_image(v: float) -> dict[str, Any]:
@@ -112,7 +151,7 @@ def eval_json(dataset: str, subset: str, acc: float, dice: float) -> dict[str, A
             "baselines": {"gaussian": per_image(0.2), "random": per_image(0.1)},
         },
         "randomisation": {"spearman_mean": 0.1, "n": 20, "n_nan": 0},
-    }
+    } | ({"predictions": predictions} if predictions is not None else {})
 
 
 def cfg_a(model: str, init: str, fold: int, group_by: str = "subject") -> dict[str, Any]:
@@ -148,6 +187,12 @@ def metrics_a(acc: float, group_by: str = "subject") -> dict[str, Any]:
     }
 
 
+def x_preds(model: str, init: str, fold: int) -> dict[str, list]:
+    """JAFFE predictions of a study A run: X_CORRECT's, else all right."""
+    correct = X_CORRECT.get((model, init), [[1] * 6] * 4)[fold]
+    return preds(X_SUBJECTS, X_LABELS, correct)
+
+
 @pytest.fixture(scope="module")
 def study_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Written once per module; tests only read it."""
@@ -163,11 +208,16 @@ def study_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     {
                         "oulu_casia": eval_json("oulu_casia", "val", acc, 0.6),
                         "jaffe": eval_json(
-                            "jaffe", "whole", ACC_X[model][init][fold], DICE[model][init][fold]
+                            "jaffe",
+                            "whole",
+                            ACC_X[model][init][fold],
+                            DICE[model][init][fold],
+                            x_preds(model, init, fold),
                         ),
                     },
                 )
-    # Leaky (image-level folds): labelled, never pooled with the subject-grouped runs.
+    # Leaky (image-level folds): labelled, never pooled with the subject-grouped runs. Fold
+    # 0's JAFFE JSON predates per-image predictions: a problem, left out of the bootstrap.
     for fold, acc in enumerate([0.99, 0.97]):
         write_run(
             root,
@@ -176,7 +226,9 @@ def study_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
             metrics_a(acc, "none"),
             {
                 "oulu_casia": eval_json("oulu_casia", "val", acc, 0.6),
-                "jaffe": eval_json("jaffe", "whole", 0.2, 0.3),
+                "jaffe": eval_json(
+                    "jaffe", "whole", 0.2, 0.3, None if fold == 0 else x_preds("x", "y", 0)
+                ),
             },
         )
     # A finished run whose evaluation never ran, a corrupt metrics.json, a failed run.
@@ -357,7 +409,61 @@ def test_table1_totals_and_published_comparison(tables_a: dict[str, pd.DataFrame
     )
 
 
-# ------------------------------------------------------------------ study B
+# ------------------------------------------------------------------ subject-clustered bootstrap
+
+
+def test_predictions_one_row_per_image_and_missing_reported(study_a: Path) -> None:
+    pred, problems = predictions(study_a)
+    # Only the leaky fold-0 JAFFE JSON lacks predictions; corrupt/failed runs are collect's.
+    assert [Path(p["path"]).relative_to(study_a).as_posix() for p in problems] == [
+        "init-imagenet__split.fold-0__split.group_by-none/eval/last__gradcam__label/jaffe.json"
+    ]
+    assert "no per-image predictions" in problems[0]["problem"]
+    one = pred[(pred["run"] == "model-vgg16__init-imagenet__split.fold-1")]
+    jaffe = one[one["dataset"] == "jaffe"].sort_values("row")
+    assert jaffe["correct"].tolist() == X_CORRECT[("vgg16", "imagenet")][1]
+    assert jaffe["subject"].tolist() == ["KA", "KA", "KL", "KL", "KM", None]  # "nan": unknown
+    r = jaffe.iloc[0]
+    assert (r["model"], r["init"], r["init_label"], r["fold"]) == (
+        "vgg16",
+        "imagenet",
+        "ImageNet",
+        1,
+    )
+    assert (r["role"], r["subset"], r["protocol"], bool(r["leaky"])) == (
+        "cross",
+        "whole",
+        SUBJECT,
+        False,
+    )
+    # 16 subject-grouped runs × (6 JAFFE + 4 OULU-CASIA images) + leaky: 4 + 10.
+    assert len(pred) == 16 * 10 + 14
+
+
+def test_bootstrap_a_pooled_accuracy_and_ci(study_a: Path) -> None:
+    pred, _ = predictions(study_a)
+    t = tables.bootstrap_a(pred, n_boot=500, seed=0)
+    assert set(t["dataset"]) == {"jaffe"}  # cross-dataset only: no in-domain val folds
+    idx = t.set_index(["protocol", "model", "init", "dataset"])
+    r = idx.loc[(SUBJECT, "vgg16", "imagenet", "jaffe")]
+    assert r["acc"] == pytest.approx(100 * 15 / 24)  # pooled over the 4 folds' images
+    assert (r["n_subjects"], r["n_images"], r["n_predictions"], r["n_runs"]) == (3, 6, 24, 4)
+    assert r["ci_low"] < r["acc"] < r["ci_high"]
+    # A resample's pooled accuracy lies between the lowest (KM 1/4) and highest (3/4) cluster.
+    assert r["ci_low"] >= 25 and r["ci_high"] <= 75
+    assert "1 image(s) without subject id, each its own cluster" in r["method"]
+    assert "all 4 run(s) of the group" in r["method"]
+    again = tables.bootstrap_a(pred, n_boot=500, seed=0)
+    pd.testing.assert_frame_equal(t, again)  # deterministic for a seed
+    # Every cluster right exactly half the time over the folds: the CI degenerates to 50 %.
+    r = idx.loc[(SUBJECT, "vgg16_se", "glorot", "jaffe")]
+    assert r["acc"] == r["ci_low"] == r["ci_high"] == pytest.approx(50.0)
+    # Leaky runs apart; fold 0 had no predictions, so one run.
+    leaky = idx.loc[("leaky (group_by=none)", "vgg16", "imagenet", "jaffe")]
+    assert leaky["n_runs"] == 1 and leaky["acc"] == pytest.approx(100.0)
+    assert list(t["protocol"]).index("leaky (group_by=none)") == len(t) - 1  # subject first
+    assert tables.bootstrap_a(pred.iloc[:0]).empty
+
 
 # BL source accuracy per seed; FC runs: (target, fraction, split seed) -> (source, target acc).
 BL_SRC = {0: 0.70, 1: 0.66}
@@ -372,6 +478,10 @@ FC = {
     ("mug", 1.0, 0): (0.62, 0.70),
     ("mug", 1.0, 1): (0.57, 0.74),
 }
+# Target test predictions of the FC runs: 4 images of 2 subjects per split seed (other
+# subjects and images per split seed). jaffe 0.5: 5 / 8 right; others all 50 % per subject.
+B_SUBJECTS = {0: ["T1", "T1", "T2", "T2"], 1: ["T3", "T3", "T4", "T4"]}
+B_CORRECT = {("jaffe", 0.5, 0): [1, 1, 0, 1], ("jaffe", 0.5, 1): [1, 0, 0, 1]}
 
 
 def cfg_b(seed: int, strategy: str, target: str | None, fraction: float, split_seed: int) -> dict:
@@ -436,6 +546,21 @@ def study_b(tmp_path: Path) -> Path:
                     "target": part(target, "subject"),
                 },
             },
+            {
+                target: eval_json(
+                    target,
+                    "test",
+                    tgt,
+                    0.3,
+                    preds(
+                        B_SUBJECTS[s],
+                        [0, 1, 0, 1],
+                        B_CORRECT.get((target, fraction, s), [1, 0, 1, 0]),
+                        first_row=4 * s,
+                    ),
+                )
+            },
+            eval_key="best__gradcam__label",
         )
     return root
 
@@ -473,6 +598,18 @@ def test_study_b_memory_integrity(study_b: Path) -> None:
     ]
     assert r["published acc (%)"] == 53.73
     assert r["difference (pp)"] == pytest.approx(56.0 - 53.73)
+    boot = tables.bootstrap_b(predictions(study_b)[0], n_boot=500)
+    assert list(boot["strategy"]) == ["BL", "FC", "FC", "BL", "FC", "FC"]
+    b = boot.set_index(["target", "strategy", "fraction"])
+    r = b.loc[("jaffe", "FC", 0.5)]
+    assert r["acc"] == pytest.approx(100 * 5 / 8)  # pooled over both split seeds
+    assert (r["n_subjects"], r["n_images"], r["n_runs"]) == (4, 8, 2)
+    assert r["ci_low"] <= r["acc"] <= r["ci_high"]
+    r = b.loc[("mug", "FC", 1.0)]
+    assert r["acc"] == r["ci_low"] == r["ci_high"] == pytest.approx(50.0)
+    bl = b.loc[("jaffe", "BL", tables.MISSING)]  # BL scored on each target by evaluate.py
+    assert (bl["acc"], bl["n_runs"], bl["n_subjects"]) == (pytest.approx(50.0), 2, 2)
+
     synthetic = t.assign(target="synthetic_gray")
     assert (
         tables.published_comparison(synthetic, PUBLISHED / "tannugi2019_memory_integrity.csv")
@@ -500,7 +637,8 @@ def test_write_report_study_a(study_a: Path, tmp_path: Path) -> None:
         },
     }
     res = write_report(study, study_a, out, counts=counts)
-    for stem in ("accuracy", "overlap", "comparisons", "table1_counts", "published_table2"):
+    stems = ("accuracy", "accuracy_bootstrap", "overlap", "comparisons", "table1_counts")
+    for stem in (*stems, "published_table2"):
         for ext in ("md", "tex", "csv"):
             assert _nonempty(out / "tables" / f"{stem}.{ext}"), (stem, ext)
     for stem in ("accuracy", "dice_per_class", "iou_per_class"):
@@ -508,13 +646,18 @@ def test_write_report_study_a(study_a: Path, tmp_path: Path) -> None:
             assert _nonempty(out / "figures" / f"{stem}.{ext}")
     for name in ("runs_long.csv", "problems.csv", "README.md"):
         assert _nonempty(out / name)
-    assert res["problems"] == 4 and len(pd.read_csv(out / "problems.csv")) == 4
+    # collect's 4 problems + the JAFFE JSON without per-image predictions.
+    assert res["problems"] == 5 and len(pd.read_csv(out / "problems.csv")) == 5
     assert str(out / "tables" / "accuracy.md") in res["tables"]
     assert "leaky (group_by=none)" in res["headline"] and "± " in res["headline"]
     readme = (out / "README.md").read_text()
     assert "primary endpoint" in readme and "robustness" in readme
     assert "`tables/accuracy.{md,tex,csv}`" in readme
     assert "`figures/dice_per_class.{png,pdf}`" in readme
+    boot_line = next(ln for ln in readme.splitlines() if "tables/accuracy_bootstrap." in ln)
+    assert "primary endpoint (CI of cross-dataset accuracy)" in boot_line
+    assert "Not computed" not in readme
+    assert "1 evaluation JSON(s) without usable per-image predictions" in readme
     tex = (out / "tables" / "accuracy.tex").read_text()
     assert r"\begin{tabular}" in tex and r"oulu\_casia" in tex and r"$\pm$" in tex
     md = (out / "tables" / "accuracy.md").read_text().splitlines()
@@ -528,6 +671,11 @@ def test_write_report_study_b_and_wandb_disabled(
     study = {"name": "study_b", "kind": "tannugi2019", "primary_endpoints": ["acc"]}
     res = write_report(study, study_b, out)
     assert _nonempty(out / "tables" / "memory_integrity.csv")
+    for ext in ("md", "tex", "csv"):
+        assert _nonempty(out / "tables" / f"target_accuracy_bootstrap.{ext}")
+    readme = (out / "README.md").read_text()
+    assert "primary endpoint (CI of target accuracy)" in readme
+    assert "Not computed" not in readme and "without usable per-image" not in readme
     assert _nonempty(out / "figures" / "memory_integrity.png")
     assert "reference" in res["headline"]
     monkeypatch.setenv("WANDB_MODE", "disabled")

@@ -28,7 +28,7 @@ STUDY = {
             "name": "train",
             "script": "train.py",
             "overrides": ["trainer.max_epochs=1"],
-            "grid": ["seed=0,1,2", "split.fold=0,1"],
+            "grid": ["seed=0,1", "split.fold=0,1"],
         },
         {"name": "evaluate", "script": "evaluate.py", "runs_of": ["train"], "overrides": []},
     ],
@@ -107,9 +107,9 @@ def test_runs_only_what_is_missing(tmp_path):
     cfg = _cfg(tmp_path)
     runner = FakeRunner()
     first = run_study(cfg, runner, launcher=("basic", []))
-    assert first["launched"] == {"train": 6, "evaluate": 6}
+    assert first["launched"] == {"train": 4, "evaluate": 4}
     assert len(runner.calls) == 2  # one multirun for the whole grid, one for the evaluations
-    assert len([j for j in runner.jobs if any(a.startswith("seed=") for a in j)]) == 6
+    assert len([j for j in runner.jobs if any(a.startswith("seed=") for a in j)]) == 4
     runner2 = FakeRunner()
     assert run_study(cfg, runner2, launcher=("basic", []))["launched"] == {}
     assert runner2.calls == []
@@ -129,7 +129,7 @@ def test_local_launcher_runs_chunks_with_threads(tmp_path):
     runner = FakeRunner()
     run_study(cfg, runner, launcher=("local", ["hydra.launcher.timeout_min=5"]))
     train_calls = [c for c in runner.calls if c[1].endswith("train.py")]
-    assert len(train_calls) == 3  # 6 cells in chunks of 2
+    assert len(train_calls) == 2  # 4 cells in chunks of 2
     for argv in train_calls:
         assert "hydra/launcher=local" in argv and "hydra.launcher.timeout_min=5" in argv
         assert any(a.startswith("train.threads=") for a in argv)
@@ -139,17 +139,17 @@ def test_local_launcher_runs_chunks_with_threads(tmp_path):
 def test_groups_cover_exactly_the_missing_cells(tmp_path):
     cfg = _cfg(tmp_path)
     stage = build_stages(cfg)[0]
-    todo = [c for i, c in enumerate(stage.cells) if i in (0, 1, 4)]
+    todo = [c for i, c in enumerate(stage.cells) if i in (0, 1, 3)]
     covered = [sorted(job) for g in groups(stage, todo, None) for job in _expand(g)]
     wanted = [sorted(f"{k}={v}" for k, v in c.values.items()) for c in todo]
     assert sorted(covered) == sorted(wanted)
     # whole grid in one multirun when everything is missing
-    assert groups(stage, stage.cells, None) == [["seed=0,1,2", "split.fold=0,1"]]
+    assert groups(stage, stage.cells, None) == [["seed=0,1", "split.fold=0,1"]]
 
 
 def test_failed_cells_stop_the_study_with_their_list(tmp_path):
     cfg = _cfg(tmp_path)
-    with pytest.raises(StageFailed, match=r"2 of 6 cells did not finish") as err:
+    with pytest.raises(StageFailed, match=r"2 of 4 cells did not finish") as err:
         run_study(cfg, FakeRunner(fail="seed=1"), launcher=("basic", []))
     assert "[failed] boom" in str(err.value) and "seed-1__split.fold-0" in str(err.value)
 
@@ -190,7 +190,7 @@ def test_dry_run_prints_sbatch_parameters(tmp_path):
             "sweep.py",
             "study=arabian2022_synthetic",
             "study.folds=2",
-            "study.models=vgg16",
+            "study.models=[small_vgg]",
             "hydra/launcher=slurm",
             "hydra.launcher.partition=gpu",
             "sweep.dry=true",
@@ -207,3 +207,114 @@ def test_dry_run_prints_sbatch_parameters(tmp_path):
     assert "train        train.py        4 cells: 4 missing" in out
     assert "hydra/launcher=slurm" in out and "hydra.launcher.partition=gpu" in out
     assert not (tmp_path / "outputs").exists()  # a dry run writes nothing
+
+
+def test_multirun_skips_its_finished_cell_and_trains_the_others(tmp_path):
+    """Real train.py: a finished cell of a 3-cell multirun is skipped, the other two train."""
+    import os
+
+    common = [
+        "logger=none",
+        f"paths.output_root={tmp_path / 'outputs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "data.source.n_subjects=5",
+        "data.source.per_class=1",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "split.k=5",
+    ]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+
+    def train(*args: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "train.py", *args, *common],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stdout + res.stderr
+
+    def run_dir(seed: int) -> Path:
+        [found] = (tmp_path / "outputs" / "default").glob(f"*__seed-{seed}__*")
+        return found
+
+    train("seed=0")
+    first = run_dir(0)
+    stamp = json.loads((first / "metrics.json").read_text())["finished_at"]
+    out = train("-m", "seed=0,1,2")
+    assert out.count("already finished") == 1
+    for seed in (0, 1, 2):
+        assert runs.status(run_dir(seed)) == "finished"
+    assert json.loads((first / "metrics.json").read_text())["finished_at"] == stamp
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="ignore")
+    except OSError:  # the process ended meanwhile
+        return ""
+
+
+@pytest.mark.slow
+def test_killed_sweep_reruns_only_what_is_missing(tmp_path):
+    """SIGKILL the whole sweep (its process group) midway; the re-run finishes exactly the
+    cells that had not finished and never retrains a finished one."""
+    import os
+    import signal
+    import time
+
+    extra = tmp_path / "conf_extra" / "study"
+    extra.mkdir(parents=True)
+    (extra / "toy.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "toy",
+                "kind": "arabian2022",
+                "datasets": [],
+                "stages": [
+                    {
+                        "name": "train",
+                        "script": "train.py",
+                        "overrides": [],
+                        "grid": ["seed=0,1,2,3"],
+                    }
+                ],
+            }
+        )
+    )
+    args = [
+        sys.executable,
+        "sweep.py",
+        "study=toy",
+        f"hydra.searchpath=[file://{tmp_path / 'conf_extra'}]",
+        "sweep.logger=none",
+        "sweep.report=false",
+        "sweep.extra=[data.source.n_subjects=5,data.source.per_class=1,trainer.max_epochs=2]",
+        f"paths.output_root={tmp_path / 'outputs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True)
+    root = tmp_path / "outputs" / "toy"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(root.glob("*/metrics.json")):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the stage process (its own process group) must die with sweep.py: PR_SET_PDEATHSIG
+    for _ in range(60):
+        alive = [p for p in Path("/proc").glob("[0-9]*") if str(tmp_path) in _cmdline(p)]
+        if not alive:
+            break
+        time.sleep(0.5)
+    assert not alive, "a stage process outlived sweep.py"
+    done = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+    assert 1 <= len(done) < 4
+    res = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"running {4 - len(done)} of 4 cells" in res.stderr
+    final = {p.parent.name: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+    assert len(final) == 4 and all(runs.status(root / n) == "finished" for n in final)
+    assert all(final[n] == t for n, t in done.items())  # finished runs were not retrained

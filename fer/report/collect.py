@@ -10,11 +10,12 @@ problems ({path, problem}) — never an exception — and the rest is still tabu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from omegaconf import OmegaConf
@@ -294,26 +295,14 @@ def _role(dataset: str, base: Mapping[str, Any]) -> str:
     return "cross"
 
 
-def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """Long table of every run under `root` (one level), and the problems found.
+Problem = Callable[[Path, str], None]
 
-    Args:
-        root: `outputs/<study name>`; each folder holding config.yaml is a run.
-        eval_key: `<checkpoint>__<cam_method>__<cam_target>` to read; None = the run's own
-            `eval.checkpoint` with gradcam/label, else the only eval folder present.
 
-    Returns:
-        (frame with `COLUMNS`, [{"path", "problem"}]). Only finished runs give rows. A
-        finished run misses an eval JSON when runs of its kind (same target, or none) have
-        one for a dataset it lacks, or when a dataset its metrics.json scored has none.
-    """
-    rows: list[dict[str, Any]] = []
-    problems: list[dict[str, str]] = []
-    finished: list[tuple[Path, dict, dict, Path | None, set[str]]] = []
-
-    def problem(path: Path, text: str) -> None:
-        problems.append({"path": str(path), "problem": text})
-
+def _finished_runs(
+    root: Path, eval_key: str | None, problem: Problem
+) -> Iterator[tuple[Path, dict, dict, dict[str, Any], Path | None]]:
+    """(run_dir, cfg, metrics, row base, eval folder or None) of every finished run under
+    `root`; unreadable, unfinished and keyless runs are reported through `problem`."""
     for run_dir in run_dirs(root):
         try:
             cfg = runs.read_config(run_dir)
@@ -344,6 +333,53 @@ def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list
         except Exception as e:  # a config without the grid keys: report it, go on
             problem(run_dir / runs.CONFIG, f"missing grid keys ({type(e).__name__}: {e})")
             continue
+        eval_dir = choose_eval_dir(run_dir, cfg, eval_key)
+        if eval_dir is None and (run_dir / "eval").is_dir():
+            present = sorted(p.name for p in (run_dir / "eval").iterdir() if p.is_dir())
+            if present:
+                problem(
+                    run_dir / "eval",
+                    f"no eval folder chosen: wanted {eval_key or 'the run own checkpoint'}"
+                    f"__gradcam__label, found {present}",
+                )
+        yield run_dir, cfg, metrics, base, eval_dir
+
+
+def _eval_jsons(eval_dir: Path, problem: Problem) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(path, object) of each readable evaluate.py JSON in `eval_dir` (sorted)."""
+    for path in sorted(eval_dir.glob("*.json")):
+        try:
+            result = read_json(path)
+        except DataError as e:
+            problem(path, f"corrupt JSON, evaluation left out ({e})")
+            continue
+        if not isinstance(result, dict):
+            problem(path, "eval JSON holds no object, left out")
+            continue
+        yield path, result
+
+
+def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Long table of every run under `root` (one level), and the problems found.
+
+    Args:
+        root: `outputs/<study name>`; each folder holding config.yaml is a run.
+        eval_key: `<checkpoint>__<cam_method>__<cam_target>` to read; None = the run's own
+            `eval.checkpoint` with gradcam/label, else the only eval folder present.
+
+    Returns:
+        (frame with `COLUMNS`, [{"path", "problem"}]). Only finished runs give rows. A
+        finished run misses an eval JSON when runs of its kind (same target, or none) have
+        one for a dataset it lacks, or when a dataset its metrics.json scored has none.
+    """
+    rows: list[dict[str, Any]] = []
+    problems: list[dict[str, str]] = []
+    finished: list[tuple[Path, dict, dict, Path | None, set[str]]] = []
+
+    def problem(path: Path, text: str) -> None:
+        problems.append({"path": str(path), "problem": text})
+
+    for run_dir, cfg, metrics, base, eval_dir in _finished_runs(root, eval_key, problem):
         for dataset, subset, metric, value in train_metrics(metrics):
             rows.append(
                 base
@@ -356,27 +392,10 @@ def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list
                     "value": value,
                 }
             )
-        eval_dir = choose_eval_dir(run_dir, cfg, eval_key)
-        if eval_dir is None and (run_dir / "eval").is_dir():
-            present = sorted(p.name for p in (run_dir / "eval").iterdir() if p.is_dir())
-            if present:
-                problem(
-                    run_dir / "eval",
-                    f"no eval folder chosen: wanted {eval_key or 'the run own checkpoint'}"
-                    f"__gradcam__label, found {present}",
-                )
         got: set[str] = set()
         if eval_dir is not None:
             ebase = base | {"eval_key": eval_dir.name}
-            for path in sorted(eval_dir.glob("*.json")):
-                try:
-                    result = read_json(path)
-                except DataError as e:
-                    problem(path, f"corrupt JSON, evaluation left out ({e})")
-                    continue
-                if not isinstance(result, dict):
-                    problem(path, "eval JSON holds no object, left out")
-                    continue
+            for path, result in _eval_jsons(eval_dir, problem):
                 dataset = str(result.get("dataset") or path.stem)
                 got.add(dataset)
                 for metric, value in eval_metrics(result):
@@ -411,6 +430,115 @@ def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["value"] = frame["value"].astype(float)
     return frame, problems
+
+
+#: Columns of the per-image prediction table (`predictions`), in order.
+PRED_COLUMNS = (
+    "run",
+    *GRID_KEYS,
+    *RUN_KEYS,
+    "dataset",
+    "role",
+    "subset",
+    "row",
+    "subject",
+    "label",
+    "pred",
+    "correct",
+)
+#: Subject ids that mean "unknown" (evaluate.py writes str(NaN) = "nan" for a missing id).
+UNKNOWN_SUBJECTS = frozenset({"", "nan", "none", "null", "<na>"})
+NO_PREDICTIONS = (
+    "no per-image predictions (evaluate.py JSON older than its `predictions` key): left out "
+    "of the subject-clustered bootstrap; re-run evaluate.py to include it"
+)
+
+
+def _subject(x: Any) -> str | None:
+    """A subject id, or None when unknown."""
+    if x is None:
+        return None
+    s = str(x).strip()
+    return None if s.lower() in UNKNOWN_SUBJECTS else s
+
+
+def _prediction_frame(preds: Any) -> pd.DataFrame | str:
+    """evaluate.py's `predictions` block as row/subject/label/pred/correct, or why not."""
+    if not isinstance(preds, Mapping):
+        return NO_PREDICTIONS
+    keys = ("row", "subject", "label", "pred")
+    cols = {k: preds.get(k) for k in keys}
+    bad = [k for k, v in cols.items() if not isinstance(v, list)]
+    if bad:
+        return f"malformed predictions: {bad} missing or not a list, left out of the bootstrap"
+    lengths = {k: len(v) for k, v in cols.items()}
+    if len(set(lengths.values())) != 1:
+        return f"malformed predictions: lists differ in length {lengths}, left out"
+    try:
+        label = np.asarray(cols["label"], dtype=np.int64)
+        pred = np.asarray(cols["pred"], dtype=np.int64)
+        row = np.asarray(cols["row"], dtype=np.int64)
+    except (TypeError, ValueError) as e:
+        return f"malformed predictions: non-integer row/label/pred ({e}), left out"
+    return pd.DataFrame(
+        {
+            "row": row,
+            "subject": pd.Series([_subject(s) for s in cols["subject"]], dtype=object),
+            "label": label,
+            "pred": pred,
+            "correct": (label == pred).astype(np.int64),
+        }
+    )
+
+
+def predictions(
+    root: Path, eval_key: str | None = None
+) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Per-image predictions of every finished run: one row per run × dataset × image.
+
+    Reads the `predictions` block of each evaluate.py JSON (`row`, `subject`, `label`,
+    `pred`: the scored subset, class indices). Each row carries the run's grid keys and
+    labels as in `collect` (`PRED_COLUMNS`), `subject` (None when unknown: "", "nan") and
+    `correct` (0/1). The eval folder is chosen as in `collect`.
+
+    Returns:
+        (frame, [{"path", "problem"}]): only this table's problems — a JSON without
+        predictions (older evaluate.py) or with malformed ones is left out and reported.
+        Unreadable, unfinished and corrupt runs are `collect`'s problems, not repeated here.
+    """
+    frames: list[pd.DataFrame] = []
+    problems: list[dict[str, str]] = []
+
+    def problem(path: Path, text: str) -> None:
+        problems.append({"path": str(path), "problem": text})
+
+    def ignore(path: Path, text: str) -> None:  # reported by collect
+        return None
+
+    for _run_dir, _cfg, _metrics, base, eval_dir in _finished_runs(root, eval_key, ignore):
+        if eval_dir is None:
+            continue
+        for path, result in _eval_jsons(eval_dir, ignore):
+            frame = _prediction_frame(result.get("predictions"))
+            if isinstance(frame, str):
+                problem(path, frame)
+                continue
+            dataset = str(result.get("dataset") or path.stem)
+            meta = base | {
+                "eval_key": eval_dir.name,
+                "dataset": dataset,
+                "role": _role(dataset, base),
+                "subset": str(result.get("subset") or ""),
+            }
+            for c in PRED_COLUMNS:
+                if c in meta:
+                    frame[c] = [meta[c]] * len(frame)  # a list keeps None (no NaN cast)
+            frames.append(frame)
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=list(PRED_COLUMNS)), problems
+    out = pd.concat(frames, ignore_index=True)
+    return out[list(PRED_COLUMNS)], problems
 
 
 def wide(df: pd.DataFrame) -> pd.DataFrame:

@@ -464,6 +464,118 @@ def _b_record(m: Any, target: str, strategy: str, fraction: Any, src: float) -> 
     }
 
 
+# --------------------------------------------------------------------------- bootstrap
+
+#: Group keys of the bootstrap tables (protocol first: leaky runs are never pooled).
+BOOT_A_BY = ("protocol", "model", "init", "init_label", "dataset", "subset")
+BOOT_B_BY = ("protocol", "model", "source", "target", "strategy", "fraction", "subset")
+
+
+def _clusters(g: pd.DataFrame) -> np.ndarray:
+    """Cluster id per prediction: the subject; an image without subject id is its own
+    cluster (its dataset row, so its predictions from every run of the group stay together)."""
+    known = g["subject"].notna().to_numpy()
+    subj = "s:" + g["subject"].astype(str)
+    img = "i:" + g["row"].astype(str)
+    return np.where(known, subj.to_numpy(), img.to_numpy())
+
+
+def bootstrap_table(
+    pred: pd.DataFrame,
+    by: Sequence[str] = BOOT_A_BY,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Accuracy (%) pooled over each group's runs with a subject-clustered bootstrap CI.
+
+    `pred` is `fer.report.collect.predictions`' table (one row per run × dataset × image).
+    Per group of `by`: accuracy = correct / predictions over all the group's runs
+    (folds/seeds); CI = `stats.cluster_bootstrap` percentile interval where the cluster is
+    the subject — a resample draws subjects with replacement and takes all of that subject's
+    images from all runs of the group, so the interval shows subject sampling and run-to-run
+    training variability together. An image without subject id ("", "nan") is its own
+    cluster. Columns: `by`, acc, ci_low, ci_high (%), n_subjects, n_images (distinct images),
+    n_predictions (images × runs), n_runs, method.
+    """
+    by = list(by)
+    cols = [*by, "acc", "ci_low", "ci_high", "n_subjects", "n_images", "n_predictions"]
+    cols += ["n_runs", "method"]
+    if pred.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for key, g in _keys(pred, by).groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        res = stats.cluster_bootstrap(
+            g["correct"].to_numpy(dtype=float), _clusters(g), n_boot=n_boot, seed=seed, level=level
+        )
+        unknown = g["subject"].isna()
+        n_runs = int(g["run"].nunique())
+        n_unknown = int(g.loc[unknown, "row"].nunique())
+        method = (
+            f"{round(level * 100)}% subject-clustered bootstrap percentile CI ({n_boot} "
+            f"resamples, seed {seed}): subjects resampled with replacement, each bringing all "
+            f"its images from all {n_runs} run(s) of the group (folds/seeds), so the interval "
+            "shows subject sampling and training variability; accuracy pooled over the runs"
+        )
+        if n_unknown:
+            method += f"; {n_unknown} image(s) without subject id, each its own cluster"
+        rows.append(
+            dict(zip(by, key, strict=True))
+            | {
+                "acc": res["acc"] * PERCENT,
+                "ci_low": res["ci_low"] * PERCENT,
+                "ci_high": res["ci_high"] * PERCENT,
+                "n_subjects": int(g.loc[~unknown, "subject"].nunique()),
+                "n_images": int(g["row"].nunique()),
+                "n_predictions": len(g),
+                "n_runs": n_runs,
+                "method": method,
+            }
+        )
+    return subject_first(pd.DataFrame(rows, columns=cols))
+
+
+def bootstrap_a(pred: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Study A: cross-dataset accuracy (subset "whole") per protocol × model × init × dataset,
+    pooled over folds, with its subject-clustered bootstrap CI (`bootstrap_table`)."""
+    if pred.empty:
+        return bootstrap_table(pred, BOOT_A_BY, n_boot, seed)
+    return bootstrap_table(pred[pred["subset"] == "whole"], BOOT_A_BY, n_boot, seed)
+
+
+def bootstrap_b(pred: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Study B: target accuracy per protocol × model × strategy × fraction × target, pooled
+    over seeds and split seeds, with its subject-clustered bootstrap CI (`bootstrap_table`).
+
+    As in `study_b_table`: an adapted run is scored on its own target; BL (source run) on
+    every other dataset it was evaluated on, each a target, with strategy "BL".
+    """
+    if pred.empty:
+        return bootstrap_table(pred, BOOT_B_BY, n_boot, seed)
+    runs = pred.drop_duplicates("run").set_index("run")
+    bl_runs = set(runs.index[is_baseline(runs)])
+    is_bl = pred["run"].isin(bl_runs)
+    adapted = ~is_bl & pred["target"].notna() & (pred["dataset"] == pred["target"])
+    baseline = is_bl & (pred["dataset"] != pred["source"])
+    out = pred[adapted | baseline].copy()
+    bl = out["run"].isin(bl_runs)
+    out["target"] = out["dataset"]
+    out["strategy"] = out["strategy_label"].astype(object).where(~bl, "BL")
+    out["fraction"] = out["fraction"].astype(object).where(~bl, None)
+    table = bootstrap_table(out, BOOT_B_BY, n_boot, seed)
+    if table.empty:
+        return table
+    order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
+    table["_p"] = table["protocol"] != SUBJECT
+    table["_s"] = table["strategy"].map(lambda s: order.get(s, len(order)))
+    table["_f"] = pd.to_numeric(table["fraction"].replace(MISSING, np.nan), errors="coerce")
+    table = table.sort_values(
+        ["_p", "protocol", "model", "target", "_s", "_f"], na_position="first", kind="stable"
+    )
+    return table.drop(columns=["_p", "_s", "_f"]).reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- published
 
 
