@@ -15,12 +15,15 @@ from pathlib import Path
 GRID = Path("outputs/figures/synthetic_faces.png")
 
 #: (study, overrides): small grids of both synthetic studies.
+#: Fewer subjects and epochs than the studies' own settings (the runs are named after them,
+#: so they never mix with a full run of the same study).
+SMALL = "sweep.extra=[data.source.n_subjects=18,trainer.max_epochs=2]"
 STUDIES: tuple[tuple[str, list[str]], ...] = (
-    ("arabian2022_synthetic", ["study.folds=2"]),
     (
-        "tannugi2019_synthetic",
-        ["study.split_seeds=1", "study.targets=[synthetic_gray]"],
+        "arabian2022_synthetic",
+        ["study.folds=2", "study.leaky_folds=1", "study.models=[small_vgg,small_vgg_cbam]", SMALL],
     ),
+    ("tannugi2019_synthetic", ["study.split_seeds=1", "study.targets=[synthetic_gray]", SMALL]),
 )
 
 

@@ -94,11 +94,12 @@ def _compose_train(overrides: list[str]) -> tuple[Path, dict]:
 
     cfg = compose("train", overrides=overrides, return_hydra_config=True)
     own = HydraConfig.instance().cfg  # sweep.py's own (its launcher choice), restored below
-    HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves against the cell's
     try:
+        HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves against the cell's
         run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
         with read_write(cfg.hydra.runtime):
-            cfg.hydra.runtime.output_dir = str(run_dir)
+            cfg.hydra.runtime.output_dir = os.path.abspath(run_dir)  # as Hydra sets it
+        HydraConfig.instance().set_config(cfg)  # (set_config keeps a copy)
         resolved = OmegaConf.to_container(cfg, resolve=True)
     finally:
         HydraConfig.instance().cfg = own
@@ -188,8 +189,12 @@ def build_stages(cfg: DictConfig, upto: int | None = None) -> list[Stage]:
                 )
             overrides = [str(o) for o in spec.get("overrides") or []] + logger
             if script == "train.py":
-                named = [f"name={study.name}"] if spec.get("study_name", True) else []
-                overrides = named + overrides + extra
+                # A shared run with a fixed directory (study_name: false, e.g. the pretraining
+                # run every synthetic study loads) keeps its own settings: `sweep.extra` would
+                # make it a different run in the same directory.
+                shared = not spec.get("study_name", True)
+                named = [] if shared else [f"name={study.name}"]
+                overrides = named + overrides + ([] if shared else extra)
                 grid = parse_grid(spec.get("grid") or [])
                 stage = Stage(name, script, overrides, grid, [])
                 keys = [k for k, _ in grid]

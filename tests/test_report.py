@@ -115,13 +115,22 @@ def eval_json(
     acc: float,
     dice: float,
     predictions: dict[str, list] | None = DEFAULT_PREDS,
+    pointing: float | None = None,
+    eyes: float | None = None,
 ) -> dict[str, Any]:
     """evaluate.py's JSON shape (fer/evaluate.py `_evaluate_dataset`), numbers by hand;
-    `predictions=None` leaves the key out (an older evaluate.py)."""
+    `predictions=None` leaves the key out (an older evaluate.py). `pointing` adds the
+    per-image pointing game, `eyes` the class-mean DICE of the eyes_brows region."""
     iou = dice / (2 - dice)
+    regions = {"mouth": {"dice": {"mean": dice / 2}, "iou": {"mean": iou / 2}}}
+    if eyes is not None:
+        regions["eyes_brows"] = {"dice": {"mean": eyes}, "iou": {"mean": eyes / (2 - eyes)}}
 
     def per_image(v: float) -> dict[str, Any]:
-        return {k: {"mean": v, "n": 20, "n_nan": 0} for k in ("dice", "iou", "energy_inside")}
+        out = {k: {"mean": v, "n": 20, "n_nan": 0} for k in ("dice", "iou", "energy_inside")}
+        if pointing is not None:
+            out["pointing_game"] = {"mean": pointing, "n": 20, "n_nan": 0}
+        return out
 
     return {
         "dataset": dataset,
@@ -145,7 +154,7 @@ def eval_json(
                     "per_class": {"anger": iou, "happiness": iou},
                 },
                 "per_class": {c: {"n_images": 10} for c in CLASSES},
-                "per_region": {"mouth": {"dice": {"mean": dice / 2}, "iou": {"mean": iou / 2}}},
+                "per_region": regions,
             },
             "per_image": per_image(dice * 0.9),
             "baselines": {"gaussian": per_image(0.2), "random": per_image(0.1)},
@@ -482,6 +491,28 @@ FC = {
 # subjects and images per split seed). jaffe 0.5: 5 / 8 right; others all 50 % per subject.
 B_SUBJECTS = {0: ["T1", "T1", "T2", "T2"], 1: ["T3", "T3", "T4", "T4"]}
 B_CORRECT = {("jaffe", 0.5, 0): [1, 1, 0, 1], ("jaffe", 0.5, 1): [1, 0, 0, 1]}
+# Class-mean DICE by hand (study A's overlap on study B's runs): BL per seed per dataset; FC
+# runs (target, fraction, split seed) -> (DICE on the source, DICE on the target). Pointing
+# game = DICE + 0.3, eyes_brows DICE = DICE / 3, per-image energy inside = 0.9 · DICE.
+BL_DICE = {
+    0: {"fer2013": 0.50, "jaffe": 0.30, "mug": 0.40},
+    1: {"fer2013": 0.46, "jaffe": 0.34, "mug": 0.36},
+}
+FC_DICE = {
+    ("jaffe", 0.5, 0): (0.45, 0.38),
+    ("jaffe", 0.5, 1): (0.40, 0.40),
+    ("jaffe", 1.0, 0): (0.42, 0.44),
+    ("jaffe", 1.0, 1): (0.38, 0.46),
+    ("mug", 0.5, 0): (0.48, 0.42),
+    ("mug", 0.5, 1): (0.44, 0.40),
+    ("mug", 1.0, 0): (0.47, 0.45),
+    ("mug", 1.0, 1): (0.41, 0.43),
+}
+
+
+def b_eval(dataset: str, acc: float, dice: float, **kw: Any) -> dict[str, Any]:
+    """A study B evaluate.py JSON (test subset) with the overlap numbers derived from `dice`."""
+    return eval_json(dataset, "test", acc, dice, pointing=dice + 0.3, eyes=dice / 3, **kw)
 
 
 def cfg_b(seed: int, strategy: str, target: str | None, fraction: float, split_seed: int) -> dict:
@@ -523,13 +554,14 @@ def study_b(tmp_path: Path) -> Path:
         write_run(
             root,
             f"source-fer2013__seed-{seed}",
-            cfg_b(seed, "full", None, 1.0, 0),
+            cfg_b(seed, "full", None, 1.0, seed),
             {
                 "status": "finished",
                 "scores": {"fer2013": scores(src, "test")},
                 "data": {"scored_on": "test", "source": part("fer2013", "official")},
             },
-            {t: eval_json(t, "test", BL_TGT[t][seed], 0.3) for t in BL_TGT},
+            {t: b_eval(t, BL_TGT[t][seed], BL_DICE[seed][t]) for t in BL_TGT}
+            | {"fer2013": b_eval("fer2013", src, BL_DICE[seed]["fer2013"])},
             eval_key="best__gradcam__label",
         )
     for (target, fraction, s), (src, tgt) in FC.items():
@@ -547,18 +579,18 @@ def study_b(tmp_path: Path) -> Path:
                 },
             },
             {
-                target: eval_json(
+                target: b_eval(
                     target,
-                    "test",
                     tgt,
-                    0.3,
-                    preds(
+                    FC_DICE[(target, fraction, s)][1],
+                    predictions=preds(
                         B_SUBJECTS[s],
                         [0, 1, 0, 1],
                         B_CORRECT.get((target, fraction, s), [1, 0, 1, 0]),
                         first_row=4 * s,
                     ),
-                )
+                ),
+                "fer2013": b_eval("fer2013", src, FC_DICE[(target, fraction, s)][0]),
             },
             eval_key="best__gradcam__label",
         )
@@ -615,6 +647,101 @@ def test_study_b_memory_integrity(study_b: Path) -> None:
         tables.published_comparison(synthetic, PUBLISHED / "tannugi2019_memory_integrity.csv")
         is None
     )
+
+
+def test_study_b_overlap_by_strategy(study_b: Path) -> None:
+    # Two more runs, by hand: an RE run of a seed without BL (Δ unpaired: a difference of
+    # means) and a leaky FC run (its own protocol: no BL there, never pooled).
+    re_cfg = cfg_b(2, "full", "jaffe", 1.0, 2)
+    leaky_cfg = cfg_b(0, "fc", "jaffe", 0.5, 0)
+    leaky_cfg["split"]["group_by"] = "none"
+    for name, cfg, group_by, dice in (
+        ("re__seed-2", re_cfg, "subject", 0.50),
+        ("fc__leaky", leaky_cfg, "none", 0.90),
+    ):
+        write_run(
+            study_b,
+            name,
+            cfg,
+            {
+                "status": "finished",
+                "scores": {"fer2013": scores(0.6, "test"), "jaffe": scores(0.6, "test")},
+                "data": {
+                    "scored_on": "test",
+                    "source": part("fer2013", "official"),
+                    "target": part("jaffe", group_by),
+                },
+            },
+            {"jaffe": b_eval("jaffe", 0.6, dice)},
+            eval_key="best__gradcam__label",
+        )
+    df, _ = collect(study_b)
+    t = tables.study_b_overlap(df)
+    assert set(t["metric"]) == set(tables.B_OVERLAP_METRICS)
+    idx = t.set_index(["protocol", "target", "strategy", "fraction", "evaluated_on", "metric"])
+    assert idx.index.is_unique
+    for target in ("jaffe", "mug"):
+        for on, dataset in (("source", "fer2013"), ("target", target)):
+            bl_dice = np.array([BL_DICE[s][dataset] for s in (0, 1)])
+            bl = idx.loc[(SUBJECT, target, "BL", tables.MISSING, on, "dice")]
+            assert (bl["dataset"], bl["n"], bl["Δ mean ± SD"]) == (dataset, 2, "reference")
+            assert bl["mean"] == pytest.approx(bl_dice.mean())
+            assert bl["sd"] == pytest.approx(bl_dice.std(ddof=1))
+            for fraction in (0.5, 1.0):
+                fc = np.array([FC_DICE[(target, fraction, s)][on == "target"] for s in (0, 1)])
+                # Paired with the BL run of the same seed (its init checkpoint).
+                delta = fc - bl_dice
+                for metric, f in (
+                    ("dice", lambda x: x),
+                    ("iou", lambda x: x / (2 - x)),
+                    ("per_image/energy_inside", lambda x: 0.9 * x),
+                    ("per_image/pointing_game", lambda x: x + 0.3),
+                    ("dice_region/eyes_brows", lambda x: x / 3),
+                    ("dice_region/mouth", lambda x: x / 2),
+                ):
+                    r = idx.loc[(SUBJECT, target, "FC", fraction, on, metric)]
+                    d = f(fc) - f(bl_dice)
+                    assert r["n"] == 2 and r["subset"] == "test"
+                    assert r["mean"] == pytest.approx(f(fc).mean()), (target, on, metric)
+                    assert r["sd"] == pytest.approx(f(fc).std(ddof=1))
+                    assert r["Δ vs BL"] == pytest.approx(d.mean()), (target, on, metric)
+                    assert r["Δ SD"] == pytest.approx(d.std(ddof=1))
+                    assert r["Δ n"] == 2 and r["Δ pairing"] == tables.PAIRED
+                assert idx.loc[(SUBJECT, target, "FC", fraction, on, "dice")][
+                    "Δ vs BL"
+                ] == pytest.approx(delta.mean())
+    # By hand: JAFFE target DICE, FC 50 %: (0.38 − 0.30, 0.40 − 0.34) -> Δ 0.07 ± 0.014.
+    r = idx.loc[(SUBJECT, "jaffe", "FC", 0.5, "target", "dice")]
+    assert r["Δ vs BL"] == pytest.approx(0.07)
+    assert r["Δ mean ± SD"] == "0.070 ± 0.014"
+    # Source DICE, same cell: (0.45 − 0.50, 0.40 − 0.46) -> −0.055.
+    assert idx.loc[(SUBJECT, "jaffe", "FC", 0.5, "source", "dice")]["Δ vs BL"] == pytest.approx(
+        -0.055
+    )
+    # RE, seed 2: no BL of its seed -> 0.50 − mean(0.30, 0.34) = 0.18, no SD; no source eval.
+    r = idx.loc[(SUBJECT, "jaffe", "RE", 1.0, "target", "dice")]
+    assert (r["n"], r["Δ pairing"]) == (1, tables.UNPAIRED)
+    assert r["Δ vs BL"] == pytest.approx(0.18) and math.isnan(r["Δ SD"])
+    assert (SUBJECT, "jaffe", "RE", 1.0, "source", "dice") not in idx.index
+    # The leaky run is its own protocol: not pooled with FC 50 % and no BL to compare with.
+    leaky = "leaky (group_by=none)"
+    r = idx.loc[(leaky, "jaffe", "FC", 0.5, "target", "dice")]
+    assert (r["n"], r["mean"], r["Δ pairing"]) == (1, pytest.approx(0.90), tables.NO_BL)
+    assert math.isnan(r["Δ vs BL"])
+    assert idx.loc[(SUBJECT, "jaffe", "FC", 0.5, "target", "dice")]["n"] == 2
+    assert list(t["protocol"]).index(leaky) == len(t) - len(tables.B_OVERLAP_METRICS)
+    # Reading order: per target and metric, the source rows, then strategies BL first.
+    head = t[(t["protocol"] == SUBJECT) & (t["target"] == "jaffe") & (t["metric"] == "dice")]
+    assert list(zip(head["evaluated_on"], head["strategy"], strict=True)) == [
+        ("source", "BL"),
+        ("source", "FC"),
+        ("source", "FC"),
+        ("target", "BL"),
+        ("target", "FC"),
+        ("target", "FC"),
+        ("target", "RE"),
+    ]
+    assert tables.study_b_overlap(df[~df["metric"].isin(tables.B_OVERLAP_METRICS)]).empty
 
 
 # ------------------------------------------------------------------ files
@@ -677,6 +804,24 @@ def test_write_report_study_b_and_wandb_disabled(
     assert "primary endpoint (CI of target accuracy)" in readme
     assert "Not computed" not in readme and "without usable per-image" not in readme
     assert _nonempty(out / "figures" / "memory_integrity.png")
+    for ext in ("md", "tex", "csv"):
+        assert _nonempty(out / "tables" / f"overlap_by_strategy.{ext}")
+    csv = pd.read_csv(out / "tables" / "overlap_by_strategy.csv")
+    r = csv[
+        (csv["target"] == "jaffe")
+        & (csv["strategy"] == "FC")
+        & (csv["fraction"] == "0.5")
+        & (csv["evaluated_on"] == "target")
+        & (csv["metric"] == "dice")
+    ]
+    assert len(r) == 1 and r["Δ vs BL"].iloc[0] == pytest.approx(0.07)
+    for ext in ("png", "pdf"):
+        assert _nonempty(out / "figures" / f"overlap_by_strategy.{ext}")
+    line = next(ln for ln in readme.splitlines() if "tables/overlap_by_strategy." in ln)
+    assert "robustness (cross-study)" in line and "where the model looks" in line
+    assert "`tables/overlap_by_strategy.{md,tex,csv}`" in line
+    fig_line = next(ln for ln in readme.splitlines() if "figures/overlap_by_strategy." in ln)
+    assert "robustness (cross-study)" in fig_line
     assert "reference" in res["headline"]
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert log_wandb(out, "study_b") is None

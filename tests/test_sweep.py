@@ -103,6 +103,14 @@ def test_grid_uses_hydra_sweep_syntax():
     ]
 
 
+def test_cell_config_resolves_its_run_dir_as_hydra_does(tmp_path):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        run_dir, resolved = _compose_train(["seed=3", f"paths.output_root={tmp_path}"])
+    assert run_dir == tmp_path / "default" / "seed-3"
+    assert resolved["paths"]["run_dir"] == str(run_dir)
+    assert resolved["callbacks"]["checkpoint"]["dirpath"] == str(run_dir)
+
+
 def test_runs_only_what_is_missing(tmp_path):
     cfg = _cfg(tmp_path)
     runner = FakeRunner()

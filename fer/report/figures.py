@@ -2,8 +2,9 @@
 
 Study A: accuracy boxplots per dataset (1.5·IQR whiskers, outliers drawn) for model × init;
 class-mean DICE and IoU bars with per-class detail, error bars = SD over folds (their
-Figs 1–2). Study B: source vs target accuracy per strategy, one panel per target × fraction.
-Leaky runs get their own panels, titled so.
+Figs 1–2). Study B: source vs target accuracy per strategy, one panel per target × fraction;
+class-mean DICE per strategy on the source and the target (study A's overlap on study B's
+runs), one panel per target. Leaky runs get their own panels, titled so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ import pandas as pd
 
 from fer.labels import CANONICAL, DISPLAY
 from fer.report.collect import SUBJECT
-from fer.report.tables import MISSING, PERCENT, STRATEGY_ORDER, study_b_table, summarize, values
+from fer.report.tables import (
+    MISSING,
+    PERCENT,
+    STRATEGY_ORDER,
+    study_b_overlap,
+    study_b_table,
+    summarize,
+    values,
+)
 
 
 def save(fig: Any, out_dir: str | Path, stem: str) -> list[Path]:
@@ -192,6 +201,54 @@ def study_b_bars(
     axes[0].legend(fontsize=7)
     fig.suptitle(
         "Memory integrity: source vs target accuracy (error bars: SD over seeds)", fontsize=9
+    )
+    fig.tight_layout()
+    return save(fig, out_dir, stem)
+
+
+def study_b_overlap_bars(
+    df: pd.DataFrame, out_dir: str | Path, stem: str = "overlap_by_strategy"
+) -> list[Path]:
+    """Class-mean DICE per strategy × fraction (BL first), grouped bars for the source and
+    the target test subset with SD error bars over seeds; one panel per target (study A's
+    overlap on study B's runs: does adaptation move where the model looks?)."""
+    table = study_b_overlap(df)
+    table = table[table["metric"] == "dice"] if not table.empty else table
+    if table.empty:
+        return _empty(out_dir, stem, "no class-mean DICE on study B's runs")
+    frac = pd.to_numeric(table["fraction"].replace(MISSING, np.nan), errors="coerce")
+    table = table.assign(_f=frac)
+    keys = table[["protocol", "model", "target"]].drop_duplicates().to_records(index=False)
+    keys = sorted(keys, key=lambda r: (r[0] != SUBJECT, r[0], r[1], r[2]))
+    fig, axes = _grid(len(keys), width=4.8)
+    order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
+    for ax, (protocol, model, target) in zip(axes, keys, strict=False):
+        part = table[
+            (table["protocol"] == protocol)
+            & (table["model"] == model)
+            & (table["target"] == target)
+        ]
+        arms = part[["strategy", "_f"]].drop_duplicates()
+        arms = sorted(arms.itertuples(index=False), key=lambda a: (order.get(a[0], 99), a[0], a[1]))
+        x = np.arange(len(arms))
+        for off, on in ((-0.2, "source"), (0.2, "target")):
+            sel = part[part["evaluated_on"] == on]
+            mean, sd = [], []
+            for strategy, f in arms:
+                hit = sel[(sel["strategy"] == strategy) & ((sel["_f"] == f) | np.isnan(f))]
+                mean.append(float(hit["mean"].iloc[0]) if len(hit) else np.nan)
+                sd.append(float(hit["sd"].iloc[0]) if len(hit) else np.nan)
+            ax.bar(x + off, mean, 0.4, yerr=np.nan_to_num(sd), capsize=2, label=f"on {on}")
+        labels = [s if np.isnan(f) else f"{s}\n{f:.0%}" for s, f in arms]
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("class-mean DICE")
+        ax.set_title(f"{model}, target {target}{_mark(protocol)}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(
+        "Class-mean DICE per strategy (% = share of target train; error bars: SD over seeds)",
+        fontsize=9,
     )
     fig.tight_layout()
     return save(fig, out_dir, stem)

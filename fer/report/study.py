@@ -55,7 +55,11 @@ _FIGURES = {
     "iou_per_class": "class-mean IoU per class and over classes (SD error bars)",
     "memory_integrity": "source vs target accuracy per strategy, one panel per target × "
     "fraction (SD error bars)",
+    "overlap_by_strategy": "cross-study: class-mean DICE per strategy on the source and the "
+    "target test subset, one panel per target (SD error bars)",
 }
+#: README tier of the cross-study overlap table and figure.
+_CROSS_STUDY = "robustness (cross-study)"
 _DESCRIPTIONS = {
     "table1_counts": "images per class before/after pre-processing (their Table 1)",
     "accuracy": "accuracy (%) mean ± SD over folds per model × init × dataset (their Table 2); "
@@ -83,6 +87,12 @@ _DESCRIPTIONS = {
     "memory_integrity": "source and target test accuracy (%) per strategy × fraction × "
     "target, mean ± SD over seeds and split seeds, and the drop in source accuracy vs BL "
     "(memory integrity)",
+    "overlap_by_strategy": "cross-study (neither paper has it): study A's CAM overlap on "
+    "study B's runs — class-mean DICE/IoU (per-image energy inside the ROI, pointing game, "
+    "per-region DICE where evaluated) per strategy × fraction × target on the source and the "
+    "target test subset, mean ± SD over seeds and split seeds, and Δ = strategy − BL on the "
+    "same dataset (`Δ pairing`: paired with the BL run it started from, else a difference of "
+    "means): does adaptation move where the model looks?",
     "published_table1": "our Table 1 counts beside the paper's",
     "published_table2": "our accuracy beside the paper's Table 2 (difference = ours − theirs)",
     "published_memory_integrity": "our study B accuracies beside the paper's",
@@ -147,7 +157,9 @@ def write_report(
     else:
         made["memory_integrity"] = tables.study_b_table(df)
         made["target_accuracy_bootstrap"] = tables.bootstrap_b(preds)
+        made["overlap_by_strategy"] = tables.study_b_overlap(df)
         figs += figures.study_b_bars(df, fig_dir)
+        figs += figures.study_b_overlap_bars(df, fig_dir)
         ours = {"memory_integrity": made["memory_integrity"]}
         head = tables.headline(made, "memory_integrity", _B_HEADLINE)
     notes: list[str] = []
@@ -203,6 +215,8 @@ def _tier_of(stem: str, frame: pd.DataFrame, primary: list[str]) -> str:
         return "primary endpoint (CI of cross-dataset accuracy)"
     if stem == "target_accuracy_bootstrap":
         return "primary endpoint (CI of target accuracy)"
+    if stem == "overlap_by_strategy":
+        return _CROSS_STUDY
     if "tier" in frame.columns and not frame.empty:
         tiers = set(frame["tier"])
         if tiers == {"primary"}:
@@ -218,6 +232,8 @@ def _tier_of(stem: str, frame: pd.DataFrame, primary: list[str]) -> str:
 
 
 def _figure_tier(stem: str, primary: list[str]) -> str:
+    if stem == "overlap_by_strategy":
+        return _CROSS_STUDY
     metric = {"accuracy": "acc", "memory_integrity": "acc"}.get(stem, stem.split("_", 1)[0])
     return "primary endpoint" if _declared(metric, primary) else "robustness"
 

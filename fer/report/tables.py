@@ -358,8 +358,8 @@ def study_b_table(df: pd.DataFrame) -> pd.DataFrame:
 
     BL is the source run (no target, init not a checkpoint): its source accuracy from its
     metrics.json, its target accuracy from evaluate.py's JSON for that target. The drop of an
-    adapted run is BL's source accuracy with the same model, source and seed minus the run's
-    (its init checkpoint is that BL run), averaged over runs; all in percentage points.
+    adapted run is BL's source accuracy with the same model, source, seed and split seed minus
+    the run's (its init checkpoint is that BL run), averaged over runs; in percentage points.
     """
     cols = [
         "protocol",
@@ -388,7 +388,7 @@ def study_b_table(df: pd.DataFrame) -> pd.DataFrame:
     subset = {(r, d): s for r, d, s in zip(acc["run"], acc["dataset"], acc["subset"], strict=True)}
     bl = meta[is_baseline(meta)]
     bl_src = {
-        (m.model, m.source, m.seed): score.get((run, m.source), math.nan)
+        (m.model, m.source, m.seed, m.get("split_seed")): score.get((run, m.source), math.nan)
         for run, m in bl.iterrows()
     }
     adapted = meta[meta["target"].notna()]
@@ -406,9 +406,10 @@ def study_b_table(df: pd.DataFrame) -> pd.DataFrame:
             )
     for run, m in adapted.iterrows():
         src = score.get((run, m.source), math.nan)
-        ref = bl_src.get((m.model, m.source, m.seed))
-        if ref is None:  # no BL of that seed: compare with the mean BL of the model/source
-            same = [v for (mo, so, _), v in bl_src.items() if (mo, so) == (m.model, m.source)]
+        # the BL of the same seed *and* split seed (the source run a study B run started from)
+        ref = bl_src.get((m.model, m.source, m.seed, m.get("split_seed")))
+        if ref is None:  # no such BL: compare with the mean BL of the model/source
+            same = [v for (mo, so, *_), v in bl_src.items() if (mo, so) == (m.model, m.source)]
             ref = float(np.nanmean(same)) if same and not np.all(np.isnan(same)) else math.nan
         records.append(
             _b_record(m, m.target, m.strategy_label, m.fraction, src)
@@ -462,6 +463,176 @@ def _b_record(m: Any, target: str, strategy: str, fraction: Any, src: float) -> 
         "fraction": fraction,
         "src": src,
     }
+
+
+#: Study A's overlap numbers that `study_b_overlap` reads from study B's runs, in row order
+#: (those the long table holds): class-mean DICE/IoU (the headline), per-image energy inside
+#: the ROI and pointing game, class-mean per-region DICE.
+B_OVERLAP_METRICS = (
+    "dice",
+    "iou",
+    "per_image/energy_inside",
+    "per_image/pointing_game",
+    "dice_region/eyes_brows",
+    "dice_region/mouth",
+)
+#: `Δ pairing` of `study_b_overlap`: per-run differences with the BL run of the same seed (and
+#: split seed: its init checkpoint), a difference of means, or no BL to compare with.
+PAIRED = "paired (same-seed BL)"
+UNPAIRED = "unpaired (difference of means)"
+NO_BL = "no BL on this dataset"
+
+
+def _bl_partner(m: Any, bl: pd.DataFrame) -> str | None:
+    """The BL run an adapted run started from: same protocol, model and source, with the
+    same seed and split seed, else the only one with the same seed; None when not unique."""
+    same = bl[(bl["protocol"] == m.protocol) & (bl["model"] == m.model)]
+    same = same[same["source"] == m.source]
+    seed = same[same["seed"] == m.seed]
+    both = seed[seed["split_seed"] == m.split_seed]
+    for cand in (both, seed):
+        if len(cand) == 1:
+            return str(cand.index[0])
+    return None
+
+
+def study_b_overlap(df: pd.DataFrame) -> pd.DataFrame:
+    """Study A's CAM overlap on study B's runs: does adaptation move where the model looks?
+
+    One row per protocol × model × source × target × strategy × fraction × evaluated dataset
+    (`evaluated_on`: the source's or the target's test subset) × metric (`B_OVERLAP_METRICS`
+    present in the long table): mean ± SD (ddof=1) over seeds and split seeds with n, and
+    the change vs BL on the same dataset (Δ = strategy − BL, in the metric's unit). BL is the
+    source run (`is_baseline`); its rows are its evaluations on the source and on each
+    target, repeated under every target as in `study_b_table`. Δ is paired when every run of
+    the cell has its BL run (same protocol, model, source and seed — and split seed where one
+    matches: the checkpoint it started from) evaluated on that dataset: mean ± SD of the
+    per-run differences, `Δ n` pairs. Otherwise it is the difference of the two means (no SD).
+    `Δ pairing` says which. A BL run of another protocol is never a reference (leaky runs are
+    never pooled). Other datasets an adapted run was evaluated on are left out.
+    """
+    cols = [
+        "protocol",
+        "model",
+        "source",
+        "target",
+        "strategy",
+        "fraction",
+        "evaluated_on",
+        "dataset",
+        "subset",
+        "metric",
+        "n",
+        "n_nan",
+        "mean",
+        "sd",
+        "mean ± SD",
+        "Δ vs BL",
+        "Δ SD",
+        "Δ n",
+        "Δ mean ± SD",
+        "Δ pairing",
+    ]
+    present = [m for m in B_OVERLAP_METRICS if not df.empty and (df["metric"] == m).any()]
+    if not present:
+        return pd.DataFrame(columns=cols)
+    vals = pd.concat([values(df, m) for m in present], ignore_index=True)
+    val, subset = {}, {}
+    cells = vals[["run", "dataset", "metric", "value", "subset"]].itertuples(index=False)
+    for r, d, m, v, sub in cells:
+        val[(r, d, m)] = v
+        subset[(r, d)] = sub
+    meta = _run_meta(df)
+    bl = meta[is_baseline(meta)]
+    adapted = meta[~is_baseline(meta) & meta["target"].notna()]
+    targets = set(adapted["target"])
+    for run, m in bl.iterrows():
+        targets |= {d for (r, d) in subset if r == run and d != m.source}
+    records = []
+
+    def record(run: str, m: Any, target: str, strategy: str, fraction: Any, partner: Any) -> None:
+        """Rows of one run under `target`; `partner` is its BL run (None: BL itself/unknown)."""
+        for evaluated_on, d in (("source", m.source), ("target", target)):
+            for metric in present:
+                v = val.get((run, d, metric))
+                if v is None:
+                    continue
+                ref = val.get((partner, d, metric), math.nan) if partner else math.nan
+                records.append(
+                    _b_record(m, target, strategy, fraction, math.nan)
+                    | {
+                        "evaluated_on": evaluated_on,
+                        "dataset": d,
+                        "subset": subset[(run, d)],
+                        "metric": metric,
+                        "value": v,
+                        "delta": v - ref,
+                    }
+                )
+
+    for t in sorted(targets):
+        for run, m in bl.iterrows():
+            record(str(run), m, t, "BL", math.nan, None)
+    for run, m in adapted.iterrows():
+        record(str(run), m, m.target, m.strategy_label, m.fraction, _bl_partner(m, bl))
+    if not records:
+        return pd.DataFrame(columns=cols)
+    rec = pd.DataFrame(records)
+    by = ["protocol", "model", "source", "target", "strategy", "fraction"]
+    by += ["evaluated_on", "dataset", "metric"]
+    ref_by = ["protocol", "model", "source", "target", "evaluated_on", "dataset", "metric"]
+    groups = list(_keys(rec, by).groupby(by, sort=False))
+    bl_mean = {}
+    for key, g in groups:
+        k = dict(zip(by, key, strict=True))
+        if k["strategy"] == "BL":
+            bl_mean[tuple(k[c] for c in ref_by)] = stats.mean_sd(g["value"].to_numpy(float))["mean"]
+    rows = []
+    for key, g in groups:
+        k = dict(zip(by, key, strict=True))
+        v, d = g["value"].to_numpy(float), g["delta"].to_numpy(float)
+        s = stats.mean_sd(v)
+        if k["strategy"] == "BL":
+            delta = {"mean": math.nan, "sd": math.nan, "n": math.nan}
+            pairing, text = "reference (BL)", "reference"
+        elif (~np.isnan(v)).any() and not np.isnan(d[~np.isnan(v)]).any():
+            delta = stats.mean_sd(d)
+            pairing, text = PAIRED, fmt_mean_sd(delta["mean"], delta["sd"], 3)
+        else:
+            ref = bl_mean.get(tuple(k[c] for c in ref_by), math.nan)
+            delta = {"mean": s["mean"] - ref, "sd": math.nan, "n": math.nan}
+            pairing = NO_BL if math.isnan(ref) else UNPAIRED
+            text = MISSING if math.isnan(delta["mean"]) else f"{delta['mean']:.3f}"
+        rows.append(
+            k
+            | {
+                "subset": ", ".join(sorted(set(map(str, g["subset"])))),
+                "n": s["n"],
+                "n_nan": s["n_nan"],
+                "mean": s["mean"],
+                "sd": s["sd"],
+                "mean ± SD": fmt_mean_sd(s["mean"], s["sd"], 3),
+                "Δ vs BL": delta["mean"],
+                "Δ SD": delta["sd"],
+                "Δ n": delta["n"],
+                "Δ mean ± SD": text,
+                "Δ pairing": pairing,
+            }
+        )
+    out = pd.DataFrame(rows, columns=cols)
+    order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
+    metric_order = {m: i for i, m in enumerate(B_OVERLAP_METRICS)}
+    out["_p"] = out["protocol"] != SUBJECT
+    out["_m"] = out["metric"].map(metric_order)
+    out["_e"] = out["evaluated_on"] != "source"
+    out["_s"] = out["strategy"].map(lambda s: order.get(s, len(order)))
+    out["_f"] = pd.to_numeric(out["fraction"].replace(MISSING, np.nan), errors="coerce")
+    out = out.sort_values(
+        ["_p", "protocol", "model", "source", "target", "_m", "_e", "_s", "_f"],
+        na_position="first",
+        kind="stable",
+    )
+    return out[cols].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- bootstrap
