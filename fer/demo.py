@@ -17,7 +17,7 @@ GRID = Path("outputs/figures/synthetic_faces.png")
 #: (study, overrides): small grids of both synthetic studies.
 #: Fewer subjects and epochs than the studies' own settings (the runs are named after them,
 #: so they never mix with a full run of the same study).
-SMALL = "sweep.extra=[data.source.n_subjects=18,trainer.max_epochs=2]"
+SMALL = "sweep.extra=['data.source.n_subjects=18','trainer.max_epochs=2']"
 STUDIES: tuple[tuple[str, list[str]], ...] = (
     (
         "arabian2022_synthetic",

@@ -299,7 +299,7 @@ def test_killed_sweep_reruns_only_what_is_missing(tmp_path):
         f"hydra.searchpath=[file://{tmp_path / 'conf_extra'}]",
         "sweep.logger=none",
         "sweep.report=false",
-        "sweep.extra=[data.source.n_subjects=5,data.source.per_class=1,trainer.max_epochs=2]",
+        "sweep.extra=['data.source.n_subjects=5','data.source.per_class=1','trainer.max_epochs=2']",
         f"paths.output_root={tmp_path / 'outputs'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]
