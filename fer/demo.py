@@ -39,6 +39,9 @@ def main() -> int:
     print("\n== fer demo ==")
     print(f"synthetic faces (every expression x domain, ROI outlines): {GRID}")
     for study, _ in STUDIES:
+        headline = Path("reports") / study / "headline.md"
+        if headline.exists():
+            print(f"\n{study} (headline table):\n{headline.read_text()}")
         print(f"{study}: report reports/{study}/README.md, runs outputs/{study}/")
     print("Grad-CAM figures: outputs/<study>/<run>/eval/<eval-key>/*_class_cams.png")
     print("W&B (offline): outputs/<study>/<run>/wandb/  upload later with `wandb sync`")

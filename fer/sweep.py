@@ -499,5 +499,8 @@ def report_study(cfg: DictConfig) -> dict[str, Any]:
     )
     if cfg.sweep.wandb_report:
         log_wandb(out, str(cfg.study.name))
+    from fer.io import atomic_write_text
+
+    atomic_write_text(out / "headline.md", str(result.get("headline", "")) + "\n")
     print(f"\n{result.get('headline', '')}\n\nreport: {out}/README.md ({out})")
     return result

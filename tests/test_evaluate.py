@@ -116,3 +116,16 @@ def test_entrypoint_takes_a_run_dir_or_a_glob(finished_run, form, tmp_path):
     if form == "dir":  # the default logger: an offline W&B eval run inside the eval folder
         assert list((out / "wandb").glob("offline-run-*"))
     assert sorted(p.name for p in run.parent.iterdir()) == ["run"]  # nothing beside the run
+
+
+def test_leaky_run_is_scored_on_its_own_images_and_labelled(make_cfg, tmp_path):
+    """Image-level folds share subjects by design: evaluate scores the held-out images (never a
+    trained one) and labels the numbers leaky instead of refusing."""
+    cfg = make_cfg("split.group_by=none", run_dir=tmp_path / "outputs" / "x" / "leaky")
+    train(cfg)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        [path] = evaluate(_eval_cfg(cfg.paths.run_dir, Path(cfg.paths.cache_dir)))
+    result = json.loads(path.read_text())
+    assert result["leaky"] is True and result["subset"] == "val"
+    metrics = json.loads((Path(cfg.paths.run_dir) / "metrics.json").read_text())
+    assert result["size"] == metrics["data"]["source"]["val"]["size"]
