@@ -290,10 +290,11 @@ def commands(
         f"paths.output_root={cfg.paths.output_root}",
         f"paths.cache_dir={cfg.paths.cache_dir}",
     ]
-    if stage.script == "train.py" and local:
+    if local:  # parallel jobs share the cores (torch reads OMP_NUM_THREADS at start-up)
         threads = max(1, (os.cpu_count() or 1) // parallel)
-        common.append(f"train.threads={threads}")
         env["OMP_NUM_THREADS"] = str(threads)
+        if stage.script == "train.py":
+            common.append(f"train.threads={threads}")
     out = []
     for group in groups(stage, todo, parallel if local else None):
         argv = [python, str(REPO / stage.script), "-m", *stage.overrides, *group, *common]

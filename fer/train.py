@@ -39,8 +39,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _clear_run(run_dir: Path) -> None:
-    for name in ("last.ckpt", "best.ckpt", runs.METRICS, runs.CONFIG):
+    from fer.provenance import PATCH, PROVENANCE
+
+    for name in ("last.ckpt", "best.ckpt", runs.METRICS, runs.CONFIG, PROVENANCE, PATCH):
         (run_dir / name).unlink(missing_ok=True)
+    for kept in run_dir.glob("git_diff.*.patch"):  # earlier attempts' diffs
+        kept.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "wandb", ignore_errors=True)
 
 
@@ -71,6 +75,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     from fer.loggers import build_logger, finish_wandb
     from fer.models.build import build_model
     from fer.module import FERClassifier, score_datasets
+    from fer.provenance import wandb_fields, write_provenance
     from fer.strategies import apply_strategy
 
     started = time.time()
@@ -93,7 +98,10 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
         config=resolved,
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    logger = build_logger(cfg, run_dir, "train")
+    # Code, stack and hardware (provenance.json, git_diff.patch); the data facts are in
+    # metrics.json["data"]. The preprocessing cache key is not exposed by the datamodule.
+    provenance = write_provenance(run_dir)
+    logger = build_logger(cfg, run_dir, "train", extra=wandb_fields(provenance))
     exit_code = 1
     try:
         trainer = instantiate(

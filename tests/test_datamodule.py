@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,6 +27,9 @@ def test_delivers_the_models_input(make_cfg, model, shape):
     assert not set(src["train"]["subjects"]) & set(src["val"]["subjects"])
     assert src["train"]["size"] + src["val"]["size"] == len(dm.faces)
     assert set(dm.faces.frame["label"]) == set(make_cfg().classes)  # neutral dropped
+    # the data a run saw is identified by its cache folder (content hash + settings)
+    cache = Path(make_cfg().paths.cache_dir) / "preprocess" / src["cache"]
+    assert src["cache"].startswith("synthetic_lab-") and (cache / "meta.json").exists()
 
 
 def _squares() -> FaceArrays:

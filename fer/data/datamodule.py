@@ -381,6 +381,7 @@ class FERDataModule(L.LightningDataModule):
                     "subjects": sorted(sub["subject"].unique().tolist()),
                 }
             info["dataset_classes"] = list(part.classes)
+            info["cache"] = part.faces.cache  # content hash of the files + settings
             info["excluded"] = int((frame["excluded"] != "").sum())
             info["skipped"] = part.faces.skipped.to_dict("records")
             info["group_by"], info["leaky"] = part.split.group_by, part.split.leaky

@@ -66,6 +66,9 @@ class FaceArrays:
     masks: np.ndarray  # (N, len(REGIONS), H, W) uint8 in {0, 1}
     frame: pd.DataFrame
     skipped: pd.DataFrame  # path, label, reason: files that gave no face crop at all
+    #: the cache folder's name, `<dataset>-<key>`: the key hashes every file's content and the
+    #: settings, so it identifies the data a run saw (recorded in metrics.json)
+    cache: str = ""
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -193,11 +196,12 @@ def load_faces(
     dataset = str(manifest.frame["dataset"].iloc[0]) if len(manifest) else "empty"
     folder = Path(cache_dir) / f"{dataset}-{cache_key(manifest, settings)}"
     cached = _read_cache(folder)
-    if cached is not None:
-        return cached
-    faces = _build(manifest, settings, workers, progress)
-    _write_cache(folder, faces, settings)
-    return _read_cache(folder) or faces
+    if cached is None:
+        faces = _build(manifest, settings, workers, progress)
+        _write_cache(folder, faces, settings)
+        cached = _read_cache(folder) or faces
+    cached.cache = folder.name
+    return cached
 
 
 def _read_cache(folder: Path) -> FaceArrays | None:
