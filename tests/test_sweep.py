@@ -266,9 +266,11 @@ def _cmdline(proc: Path) -> str:
 
 
 @pytest.mark.slow
-def test_killed_sweep_reruns_only_what_is_missing(tmp_path):
-    """SIGKILL the whole sweep (its process group) midway; the re-run finishes exactly the
-    cells that had not finished and never retrains a finished one."""
+@pytest.mark.parametrize("how", ["sigkill_group", "sigint"])
+def test_killed_sweep_reruns_only_what_is_missing(tmp_path, how):
+    """SIGKILL the whole sweep (its process group) or Ctrl-C it (SIGINT, forwarded to the
+    stage) midway; the re-run finishes exactly the cells that had not finished and never
+    retrains a finished one."""
     import os
     import signal
     import time
@@ -309,8 +311,12 @@ def test_killed_sweep_reruns_only_what_is_missing(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not list(root.glob("*/metrics.json")):
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if how == "sigkill_group":
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130  # "interrupted", after the stage stopped
     # the stage process (its own process group) must die with sweep.py: PR_SET_PDEATHSIG
     for _ in range(60):
         alive = [p for p in Path("/proc").glob("[0-9]*") if str(tmp_path) in _cmdline(p)]
