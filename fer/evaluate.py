@@ -123,10 +123,18 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
     dm.eval_batch_size = int(ev.batch_size)
     dm.setup("fit")
     sets = {name: (ds, dm.score_subset) for name, ds in dm.score_sets.items()}
+    # Faces in figures and W&B only where the dataset's licence allows it (`show_images` in
+    # its data config; synthetic: yes, licensed datasets: no) unless `eval.show_faces` says.
+    show = {
+        str(c.get("name")): bool(c.get("show_images", False))
+        for c in (run_cfg.get("data"), run_cfg.get("target"))
+        if c
+    }
     for name in ev.datasets:
         if name in sets:
             continue  # part of the run's split: scored on its held-out subset above
         data_cfg = _data_config(str(name), str(cfg.paths.cache_dir))
+        show[str(data_cfg.name)] = bool(data_cfg.get("show_images", False))
         as_dict = OmegaConf.to_container(data_cfg, resolve=True) | {"source": _source(data_cfg)}
         # holdout: the same split protocol's test subset; k-fold (study A): the whole dataset
         sets[data_cfg.name] = (
@@ -180,8 +188,18 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
     try:
         for name in todo:
             dataset, subset = sets[name]
+            faces_ok = show.get(name, False) if ev.get("show_faces") is None else ev.show_faces
             result, figures = _evaluate_dataset(
-                net, random_net, dm, dataset, excluded.get(name), run_cfg, ev, out_dir, name
+                net,
+                random_net,
+                dm,
+                dataset,
+                excluded.get(name),
+                run_cfg,
+                ev,
+                out_dir,
+                name,
+                show_faces=bool(faces_ok),
             )
             result.update(
                 leaky=leaky and name in dm.score_sets,
@@ -221,8 +239,12 @@ def _evaluate_dataset(
     ev: DictConfig,
     out_dir: Path,
     name: str,
+    show_faces: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Scores, overlap and figures of one dataset; the JSON body and the figure paths."""
+    """Scores, overlap and figures of one dataset; the JSON body and the figure paths.
+
+    Without `show_faces` the class-mean CAMs are drawn over a blank face (maps and ROI
+    outlines only) and no single-image overlay is written."""
     import torch
 
     from fer.explain.cam import compute_cams
@@ -330,6 +352,8 @@ def _evaluate_dataset(
         "pred": cams.preds,
     }
     faces = dataset.faces.images[cams.index]
+    if not show_faces:  # the licence does not allow showing its faces: maps and ROI only
+        faces = np.full((len(cams.index), *faces.shape[1:]), 128, np.uint8)
     title = f"{name}: {ev.cam_method} ({ev.cam_target})"
     figures = {
         "confusion": plot_confusion(
@@ -347,7 +371,9 @@ def _evaluate_dataset(
             title=f"{title}, class-mean DICE {class_mean['dice']['mean']:.3f}",
             scores=class_mean["dice"]["per_class"],
         ),
-        "examples": plot_cam_examples(
+    }
+    if show_faces:
+        figures["examples"] = plot_cam_examples(
             cams.cams,
             faces,
             cams.masks,
@@ -356,9 +382,9 @@ def _evaluate_dataset(
             classes,
             out_dir / f"{name}_cam_examples.png",
             title=title,
-        ),
-    }
+        )
     result["figures"] = {k: p.name for k, p in figures.items()}
+    result["faces_shown"] = show_faces
     return result, figures
 
 

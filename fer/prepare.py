@@ -37,19 +37,32 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_text(out / "table1.csv", table.to_csv(index=False))
     atomic_write_text(out / "excluded.csv", excluded.to_csv(index=False))
     atomic_write_text(out / "scan_skipped.csv", manifest.skipped.to_csv(index=False))
-    figure = plot_crops(
-        faces.images,
-        faces.masks,
-        faces.frame,
-        out / "crops.png",
-        title=f"{cfg.data.name}: preprocess={settings.method}",
-    )
+    show = cfg.get("show_faces")
+    show = bool(cfg.data.get("show_images", False)) if show is None else bool(show)
+    figure = None
+    if show:
+        figure = plot_crops(
+            faces.images,
+            faces.masks,
+            faces.frame,
+            out / "crops.png",
+            title=f"{cfg.data.name}: preprocess={settings.method}",
+        )
     _print_table(str(cfg.data.name), settings.method, table, len(manifest.skipped))
     print(
         f"table 1:       {out / 'table1.csv'}\nexcluded:      {out / 'excluded.csv'}\n"
-        f"crops figure:  {figure}"
+        + (
+            f"crops figure:  {figure}"
+            if figure
+            else "crops figure:  not written (this dataset's faces are not shown by default: "
+            "DATA_LICENSES.md; show_faces=true writes it for local inspection)"
+        )
     )
-    return {"table1": table.to_dict("records"), "dir": str(out), "figure": str(figure)}
+    return {
+        "table1": table.to_dict("records"),
+        "dir": str(out),
+        "figure": str(figure) if figure else None,
+    }
 
 
 def _print_table(name: str, method: str, table: Any, n_skipped: int) -> None:

@@ -66,6 +66,7 @@ def test_held_out_and_cross_dataset_json(finished_run):
     for fig in ("confusion", "class_cams", "cam_examples"):
         assert (out / f"synthetic_gray_{fig}.png").stat().st_size > 0
     assert gray["figures"]["class_cams"] == "synthetic_gray_class_cams.png"
+    assert gray["faces_shown"] is True  # synthetic faces: show_images true
     # synthetic faces are all segmented: every-face reading equals the segmented one
     assert gray["scores_every_face"]["n_excluded"] == 0
     assert gray["scores_every_face"]["acc"] == gray["scores"]["acc"]
@@ -74,6 +75,24 @@ def test_held_out_and_cross_dataset_json(finished_run):
     assert rho["n"] + rho["n_nan"] == gray["size"] and rho["spearman_mean"] < 0.9
     # nothing else was written into the run or its parent
     assert sorted(p.name for p in run.parent.iterdir()) == ["run"]
+
+
+def test_faces_hidden_unless_the_licence_or_the_user_allows(finished_run):
+    """synthetic_gray shows its faces (show_images: true); eval.show_faces=false hides them:
+    no single-image overlays, class-mean maps over a blank face, recorded in the JSON."""
+    run, cache = finished_run
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        [path] = evaluate(
+            _eval_cfg(str(run), cache, "eval.show_faces=false", "eval.cam_target=pred")
+        )
+    result = json.loads(path.read_text())
+    assert result["faces_shown"] is False and "examples" not in result["figures"]
+    assert not (path.parent / "synthetic_lab_cam_examples.png").exists()
+    assert (path.parent / "synthetic_lab_class_cams.png").exists()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        for name in ("jaffe", "fer2013", "oulu_casia", "faces", "affectnet", "folder"):
+            assert compose("train", overrides=[f"data={name}"]).data.show_images is False
+        assert compose("train", overrides=["data=synthetic_gray"]).data.show_images is True
 
 
 def test_glob_and_refusals(finished_run):

@@ -22,18 +22,16 @@ def test_prepare_jaffe_tree(tmp_path: Path) -> None:
         cv2.imwrite(str(root / name), face)
     cv2.imwrite(str(root / "KM.NE1.1.tiff"), face * 0)  # a blank frame: no face
     (root / "README_FIRST.txt").write_text("read me")
+    overrides = [
+        "data=jaffe",
+        f"data.root={root}",
+        "data.cache_size=64",
+        "preprocess.workers=1",
+        f"paths.output_root={tmp_path / 'out'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "prepare",
-            overrides=[
-                "data=jaffe",
-                f"data.root={root}",
-                "data.cache_size=64",
-                "preprocess.workers=1",
-                f"paths.output_root={tmp_path / 'out'}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-            ],
-        )
+        cfg = compose("prepare", overrides=overrides)
     result = prepare(cfg)
     out = Path(result["dir"])
     assert out.name == "jaffe-landmarks"
@@ -45,4 +43,9 @@ def test_prepare_jaffe_tree(tmp_path: Path) -> None:
     assert Path(excluded["path"][0]).name == "KM.NE1.1.tiff"
     skipped = pd.read_csv(out / "scan_skipped.csv")
     assert [Path(p).name for p in skipped["path"]] == ["README_FIRST.txt"]
+    # JAFFE's faces are not shown by default (licence): no crops figure unless asked for
+    assert result["figure"] is None and not (out / "crops.png").exists()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("prepare", overrides=[*overrides, "show_faces=true"])
+    assert Path(prepare(cfg)["figure"]) == out / "crops.png"
     assert (out / "crops.png").stat().st_size > 10_000
