@@ -49,6 +49,7 @@ class Cell:
     state: str = "missing"  # finished | failed | changed | resumable | missing
     detail: str = ""
     values: dict[str, str] = field(default_factory=dict)  # grid key -> value
+    resolved: dict | None = None  # a training cell's resolved config (composed once)
 
 
 @dataclass
@@ -107,15 +108,18 @@ def _compose_train(overrides: list[str]) -> tuple[Path, dict]:
     return run_dir, resolved
 
 
-def _train_state(cell: Cell, resolved: dict) -> None:
+def _train_state(cell: Cell) -> None:
+    """DESIGN.md "Finished" from the run's files (read once; nothing is written)."""
     stored = runs.read_config(cell.run_dir)
     metrics = runs.read_json_metrics(cell.run_dir)
+    diff = runs.config_diff(stored, cell.resolved or {}) if stored is not None else []
+    cell.detail = ""
     if metrics.get("status") == "failed":
         cell.state, cell.detail = "failed", str(metrics.get("reason", ""))[:300]
-    elif stored is not None and runs.config_diff(stored, resolved):
+    elif diff:
         cell.state = "changed"
-        cell.detail = "config differs in " + ", ".join(runs.config_diff(stored, resolved)[:5])
-    elif runs.is_finished(cell.run_dir, resolved):
+        cell.detail = "config differs in " + ", ".join(diff[:5])
+    elif metrics.get("status") == "finished" and stored is not None:
         cell.state = "finished"
     elif (cell.run_dir / "last.ckpt").exists():
         cell.state = "resumable"
@@ -169,8 +173,8 @@ def hydra_context() -> Any:
     return initialize_config_dir(str(CONF), version_base="1.3")
 
 
-def build_stages(cfg: DictConfig, upto: int | None = None) -> list[Stage]:
-    """The stages of `cfg.study` (all, or the first `upto + 1`) with their cells' states."""
+def build_stages(cfg: DictConfig) -> list[Stage]:
+    """The stages of `cfg.study` with their cells (each composed once) and their states."""
     study = cfg.study
     extra = [str(o) for o in cfg.sweep.extra]
     logger = [f"logger={cfg.sweep.logger}"] if cfg.sweep.get("logger") else []
@@ -181,7 +185,7 @@ def build_stages(cfg: DictConfig, upto: int | None = None) -> list[Stage]:
     stages: list[Stage] = []
     by_name: dict[str, Stage] = {}
     with hydra_context():
-        for spec in list(study.stages)[: None if upto is None else upto + 1]:
+        for spec in study.stages:
             name, script = str(spec.name), str(spec.script)
             if script not in ("train.py", "evaluate.py"):
                 raise ConfigError(
@@ -202,9 +206,11 @@ def build_stages(cfg: DictConfig, upto: int | None = None) -> list[Stage]:
                     cell_ov = [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
                     run_dir, resolved = _compose_train(overrides + cell_ov + common)
                     cell = Cell(
-                        overrides + cell_ov, run_dir, values=dict(zip(keys, combo, strict=True))
+                        overrides + cell_ov,
+                        run_dir,
+                        values=dict(zip(keys, combo, strict=True)),
+                        resolved=resolved,
                     )
-                    _train_state(cell, resolved)
                     stage.cells.append(cell)
             else:
                 sources = [str(s) for s in spec.get("runs_of") or []]
@@ -220,11 +226,22 @@ def build_stages(cfg: DictConfig, upto: int | None = None) -> list[Stage]:
                         cell = Cell(
                             [f"runs={tc.run_dir}"], tc.run_dir, values={"runs": str(tc.run_dir)}
                         )
-                        _eval_state(cell, overrides)
                         stage.cells.append(cell)
+            refresh(stage)
             stages.append(stage)
             by_name[name] = stage
     return stages
+
+
+def refresh(stage: Stage) -> Stage:
+    """Read every cell's state again from its files (configs are not composed again)."""
+    with hydra_context():
+        for cell in stage.cells:
+            if stage.script == "train.py":
+                _train_state(cell)
+            else:
+                _eval_state(cell, stage.overrides)
+    return stage
 
 
 # ----------------------------------------------------------------------------- launching
@@ -407,7 +424,7 @@ def run_study(
         if only is not None and stage.name not in only:
             continue
         if i > 0 and stage.script == "evaluate.py":  # earlier stages just ran: read states again
-            stage = build_stages(cfg, upto=i)[i]
+            refresh(stage)
         todo = [c for c in stage.cells if c.state != "finished"]
         changed = [c for c in todo if c.state == "changed"]
         if changed:
@@ -425,7 +442,7 @@ def run_study(
             code = runner(argv, env)
             if code != 0:
                 console.print(f"[yellow]stage {stage.name}: a multirun exited with {code}[/]")
-        after = build_stages(cfg, upto=i)[i]
+        after = refresh(stage)
         failed = [c for c in after.cells if c.state != "finished"]
         if failed:
             listing = "\n".join(f"  {c.run_dir}  [{c.state}] {c.detail}" for c in failed)

@@ -212,8 +212,12 @@ class FERDataModule(L.LightningDataModule):
             workers=int(pre.get("workers", 1)),
             progress=bool(pre.get("progress", True)),
         )
+        return name, faces, self._labels(faces.frame)
+
+    def _labels(self, frame: Any) -> np.ndarray:
+        """Experiment class indices of a face frame's `label` column."""
         index = {c: i for i, c in enumerate(self.classes)}
-        return name, faces, faces.frame["label"].map(index).to_numpy(np.int64)
+        return frame["label"].map(index).to_numpy(np.int64)
 
     def whole(self, cfg: dict) -> FaceDataset:
         """Every usable face of a dataset outside the experiment's split (scored whole, as
@@ -222,11 +226,28 @@ class FERDataModule(L.LightningDataModule):
         rows = faces.usable
         if len(rows) == 0:
             raise DataError(f"dataset {name}: no usable face after preprocessing")
+        return self._eval_set(faces, rows, labels[rows])
+
+    def _eval_set(self, faces: FaceArrays, rows: np.ndarray, labels: np.ndarray) -> FaceDataset:
+        """Faces to score (never trained on): the evaluation transform and the run's own ROI
+        masking, as the faces it was trained on."""
         size = int(self.input["size"])
         tf = build_transform(size, self.input["mean"], self.input["std"])
+        channels = int(self.input["channels"])
         return FaceDataset(
-            faces, rows, labels[rows], tf, int(self.input["channels"]), self.seed, train=False
+            faces, rows, labels, tf, channels, self.seed, train=False, roi_only=self.roi_only
         )
+
+    @property
+    def roi_only(self) -> list[int] | None:
+        """ROI channels kept by `preprocess.combine=mask` (None: whole image)."""
+        pre = self.preprocess_cfg
+        combine = pre.get("combine", "none")
+        if combine == "mask":
+            return [REGIONS.index(r) for r in (pre.get("regions") or list(REGIONS))]
+        if combine != "none":
+            raise ConfigError(f"preprocess.combine={combine!r}: allowed none | mask")
+        return None
 
     def excluded_faces(
         self, dataset: FaceDataset, subjects: set[str] | None = None
@@ -240,19 +261,9 @@ class FERDataModule(L.LightningDataModule):
         if subjects is not None:
             chosen &= frame["subject"].isin(sorted(subjects)).to_numpy()
         rows = np.flatnonzero(chosen)
-        if len(rows) == 0 or dataset.roi_only:
+        if len(rows) == 0 or self.roi_only:
             return None
-        index = {c: i for i, c in enumerate(self.classes)}
-        labels = frame["label"].iloc[rows].map(index).to_numpy(np.int64)
-        return FaceDataset(
-            dataset.faces,
-            rows,
-            labels,
-            dataset.transform,
-            dataset.channels,
-            self.seed,
-            train=False,
-        )
+        return self._eval_set(dataset.faces, rows, self._labels(frame)[rows])
 
     def held_out(self, cfg: dict) -> FaceDataset:
         """A dataset outside the run's split, on the test subset the run's holdout split
@@ -261,11 +272,7 @@ class FERDataModule(L.LightningDataModule):
         rows = part.rows["test"]
         if len(rows) == 0:
             raise DataError(f"dataset {part.name}: its holdout split has no test subjects")
-        size = int(self.input["size"])
-        tf = build_transform(size, self.input["mean"], self.input["std"])
-        return FaceDataset(
-            part.faces, rows, part.labels[rows], tf, int(self.input["channels"]), self.seed, False
-        )
+        return self._eval_set(part.faces, rows, part.labels[rows])
 
     def _load(self, role: str, cfg: dict | None = None) -> DatasetPart:
         cfg = self.data_cfgs[role] if cfg is None else cfg
@@ -329,12 +336,7 @@ class FERDataModule(L.LightningDataModule):
             raise ConfigError(f"source and target are the same dataset ({names[0]})")
         channels, size = int(self.input["channels"]), int(self.input["size"])
         mean, std = self.input["mean"], self.input["std"]
-        pre = self.preprocess_cfg
-        roi_only = None
-        if pre.get("combine", "none") == "mask":
-            roi_only = [REGIONS.index(r) for r in (pre.get("regions") or list(REGIONS))]
-        elif pre.get("combine", "none") != "none":
-            raise ConfigError(f"preprocess.combine={pre['combine']!r}: allowed none | mask")
+        roi_only = self.roi_only
         train_tf = build_transform(size, mean, std, self.augment)
         eval_tf = build_transform(size, mean, std)
 

@@ -360,7 +360,8 @@ def _eval_jsons(eval_dir: Path, problem: Problem) -> Iterator[tuple[Path, dict[s
 
 
 def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """Long table of every run under `root` (one level), and the problems found.
+    """Long table of every run under `root` (one level), and the problems found
+    (`read_study`'s first half).
 
     Args:
         root: `outputs/<study name>`; each folder holding config.yaml is a run.
@@ -372,12 +373,26 @@ def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list
         finished run misses an eval JSON when runs of its kind (same target, or none) have
         one for a dataset it lacks, or when a dataset its metrics.json scored has none.
     """
+    frame, problems, _, _ = read_study(root, eval_key)
+    return frame, problems
+
+
+def read_study(
+    root: Path, eval_key: str | None = None
+) -> tuple[pd.DataFrame, list[dict[str, str]], pd.DataFrame, list[dict[str, str]]]:
+    """`collect` and `predictions` in one pass over the run files (each JSON read once):
+    (long frame, its problems, prediction frame, the prediction table's own problems)."""
     rows: list[dict[str, Any]] = []
     problems: list[dict[str, str]] = []
+    pred_frames: list[pd.DataFrame] = []
+    pred_problems: list[dict[str, str]] = []
     finished: list[tuple[Path, dict, dict, Path | None, set[str]]] = []
 
     def problem(path: Path, text: str) -> None:
         problems.append({"path": str(path), "problem": text})
+
+    def pred_problem(path: Path, text: str) -> None:
+        pred_problems.append({"path": str(path), "problem": text})
 
     for run_dir, cfg, metrics, base, eval_dir in _finished_runs(root, eval_key, problem):
         for dataset, subset, metric, value in train_metrics(metrics):
@@ -410,6 +425,9 @@ def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list
                             "value": value,
                         }
                     )
+                pred = _prediction_rows(path, result, ebase, dataset, pred_problem)
+                if pred is not None:
+                    pred_frames.append(pred)
         finished.append((run_dir, cfg, base, eval_dir, got))
     # Expected evaluations: what runs of the same kind (same target) were evaluated on, plus
     # every dataset a run's own metrics.json scored.
@@ -429,7 +447,13 @@ def collect(root: Path, eval_key: str | None = None) -> tuple[pd.DataFrame, list
             problem(folder / f"{dataset}.json", "missing evaluation (evaluate.py not run on it)")
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["value"] = frame["value"].astype(float)
-    return frame, problems
+    pred_frames = [f for f in pred_frames if not f.empty]
+    preds = (
+        pd.concat(pred_frames, ignore_index=True)[list(PRED_COLUMNS)]
+        if pred_frames
+        else pd.DataFrame(columns=list(PRED_COLUMNS))
+    )
+    return frame, problems, preds, pred_problems
 
 
 #: Columns of the per-image prediction table (`predictions`), in order.
@@ -506,39 +530,27 @@ def predictions(
         predictions (older evaluate.py) or with malformed ones is left out and reported.
         Unreadable, unfinished and corrupt runs are `collect`'s problems, not repeated here.
     """
-    frames: list[pd.DataFrame] = []
-    problems: list[dict[str, str]] = []
+    _, _, preds, problems = read_study(root, eval_key)
+    return preds, problems
 
-    def problem(path: Path, text: str) -> None:
-        problems.append({"path": str(path), "problem": text})
 
-    def ignore(path: Path, text: str) -> None:  # reported by collect
+def _prediction_rows(
+    path: Path, result: Mapping[str, Any], ebase: Mapping[str, Any], dataset: str, problem: Problem
+) -> pd.DataFrame | None:
+    """The per-image rows of one evaluate.py JSON, or None (reported) without predictions."""
+    frame = _prediction_frame(result.get("predictions"))
+    if isinstance(frame, str):
+        problem(path, frame)
         return None
-
-    for _run_dir, _cfg, _metrics, base, eval_dir in _finished_runs(root, eval_key, ignore):
-        if eval_dir is None:
-            continue
-        for path, result in _eval_jsons(eval_dir, ignore):
-            frame = _prediction_frame(result.get("predictions"))
-            if isinstance(frame, str):
-                problem(path, frame)
-                continue
-            dataset = str(result.get("dataset") or path.stem)
-            meta = base | {
-                "eval_key": eval_dir.name,
-                "dataset": dataset,
-                "role": _role(dataset, base),
-                "subset": str(result.get("subset") or ""),
-            }
-            for c in PRED_COLUMNS:
-                if c in meta:
-                    frame[c] = [meta[c]] * len(frame)  # a list keeps None (no NaN cast)
-            frames.append(frame)
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=list(PRED_COLUMNS)), problems
-    out = pd.concat(frames, ignore_index=True)
-    return out[list(PRED_COLUMNS)], problems
+    meta = dict(ebase) | {
+        "dataset": dataset,
+        "role": _role(dataset, ebase),
+        "subset": str(result.get("subset") or ""),
+    }
+    for c in PRED_COLUMNS:
+        if c in meta:
+            frame[c] = [meta[c]] * len(frame)  # a list keeps None (no NaN cast)
+    return frame
 
 
 def wide(df: pd.DataFrame) -> pd.DataFrame:

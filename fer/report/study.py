@@ -18,7 +18,7 @@ import pandas as pd
 
 from fer.io import atomic_write_text
 from fer.report import figures, tables
-from fer.report.collect import collect, predictions
+from fer.report.collect import read_study
 
 PUBLISHED = Path(__file__).resolve().parent / "published"
 KINDS = ("arabian2022", "tannugi2019")
@@ -131,8 +131,7 @@ def write_report(
     root, out_dir = Path(root), Path(out_dir)
     table_dir, fig_dir = out_dir / "tables", out_dir / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
-    df, problems = collect(root, study.get("eval_key"))
-    preds, pred_problems = predictions(root, study.get("eval_key"))
+    df, problems, preds, pred_problems = read_study(root, study.get("eval_key"))
     problems = problems + pred_problems
     atomic_write_text(out_dir / "runs_long.csv", df.to_csv(index=False))
     atomic_write_text(
