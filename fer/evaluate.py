@@ -74,14 +74,9 @@ def _data_config(name: str, cache_dir: str) -> DictConfig:
 
 
 def _load_net(run_cfg: DictConfig, ckpt: Path) -> Any:
-    from fer.checkpoint_io import load_checkpoint
-    from fer.models.build import build_model
+    from fer.models.build import load_trained
 
-    # Built with glorot (no weights file needed), then every tensor comes from the checkpoint.
-    net = build_model(run_cfg.model, {"name": "glorot"}, len(run_cfg.classes))
-    state = load_checkpoint(ckpt)["state_dict"]
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
-    return net.eval()
+    return load_trained(run_cfg.model, len(run_cfg.classes), ckpt)
 
 
 def evaluate(cfg: DictConfig) -> list[Path]:

@@ -128,6 +128,7 @@ class DatasetPart:
     rows: dict[str, np.ndarray]  # train (after target_fraction) / val / test -> face rows
     classes: tuple[str, ...]  # the experiment's classes this dataset has
     fraction_subjects: list[str] | None = None
+    deduped: int | None = None  # training images `data.dedupe` removed (None: dedupe off)
 
 
 class _Concat(Dataset):
@@ -226,9 +227,9 @@ class FERDataModule(L.LightningDataModule):
         rows = faces.usable
         if len(rows) == 0:
             raise DataError(f"dataset {name}: no usable face after preprocessing")
-        return self._eval_set(faces, rows, labels[rows])
+        return self.eval_set(faces, rows, labels[rows])
 
-    def _eval_set(self, faces: FaceArrays, rows: np.ndarray, labels: np.ndarray) -> FaceDataset:
+    def eval_set(self, faces: FaceArrays, rows: np.ndarray, labels: np.ndarray) -> FaceDataset:
         """Faces to score (never trained on): the evaluation transform and the run's own ROI
         masking, as the faces it was trained on."""
         size = int(self.input["size"])
@@ -263,7 +264,7 @@ class FERDataModule(L.LightningDataModule):
         rows = np.flatnonzero(chosen)
         if len(rows) == 0 or self.roi_only:
             return None
-        return self._eval_set(dataset.faces, rows, self._labels(frame)[rows])
+        return self.eval_set(dataset.faces, rows, self._labels(frame)[rows])
 
     def held_out(self, cfg: dict) -> FaceDataset:
         """A dataset outside the run's split, on the test subset the run's holdout split
@@ -272,7 +273,7 @@ class FERDataModule(L.LightningDataModule):
         rows = part.rows["test"]
         if len(rows) == 0:
             raise DataError(f"dataset {part.name}: its holdout split has no test subjects")
-        return self._eval_set(part.faces, rows, part.labels[rows])
+        return self.eval_set(part.faces, rows, part.labels[rows])
 
     def _load(self, role: str, cfg: dict | None = None) -> DatasetPart:
         cfg = self.data_cfgs[role] if cfg is None else cfg
@@ -334,6 +335,7 @@ class FERDataModule(L.LightningDataModule):
         names = [p.name for p in self.parts.values()]
         if len(set(names)) != len(names):
             raise ConfigError(f"source and target are the same dataset ({names[0]})")
+        self._dedupe()
         channels, size = int(self.input["channels"]), int(self.input["size"])
         mean, std = self.input["mean"], self.input["std"]
         roi_only = self.roi_only
@@ -366,6 +368,16 @@ class FERDataModule(L.LightningDataModule):
         self.train_sampler = EpochSampler(len(self.train_set), self.seed)
         self.train_sampler.set_epoch(self._epoch)
 
+    def _dedupe(self) -> None:
+        """`dedupe: true` in a trained dataset's config: drop its training images that
+        duplicate a val/test image of any dataset here (fer/data/audit.py)."""
+        trained = ["source", "target"] if self.train_on == "both" else [self.train_on]
+        roles = [r for r in trained if self.data_cfgs[r].get("dedupe", False)]
+        if roles:
+            from fer.data.audit import dedupe_training  # scipy etc. only when asked for
+
+            dedupe_training(self.parts, roles)
+
     def describe(self) -> dict[str, Any]:
         """Per dataset: sizes, class counts and subjects of each subset (for metrics.json)."""
         out: dict[str, Any] = {
@@ -387,6 +399,8 @@ class FERDataModule(L.LightningDataModule):
             info["excluded"] = int((frame["excluded"] != "").sum())
             info["skipped"] = part.faces.skipped.to_dict("records")
             info["group_by"], info["leaky"] = part.split.group_by, part.split.leaky
+            if part.deduped is not None:
+                info["dedupe_removed"] = part.deduped
             if part.fraction_subjects is not None:
                 info["target_fraction"] = float(self.split_cfg.get("target_fraction", 1.0))
                 info["fraction_subjects"] = part.fraction_subjects

@@ -269,6 +269,16 @@ def _build(manifest: Manifest, settings: Settings, workers: int, progress: bool)
     )
 
 
+def crop_images(
+    paths: Sequence[str | Path], settings: Settings, workers: int = 1, progress: bool = True
+) -> list[tuple[Any, ...]]:
+    """The cache's preprocessing applied to arbitrary image files (predict.py), uncached: per
+    file `(crop, masks, excluded_reason, mask_source, n_faces)`, crop None when the file gave
+    no face crop at all (reason says why)."""
+    rows = [(str(p), "") for p in paths]
+    return _map(_Worker(settings), rows, workers, progress, f"preprocessing {len(rows)} images")
+
+
 def _map(fn: Callable, items: Sequence, workers: int, progress: bool, what: str) -> list:
     """Ordered map over a process pool, with a rich progress bar."""
     it: Iterable

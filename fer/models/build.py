@@ -82,6 +82,28 @@ def build_model(
     return net
 
 
+def load_trained(model_cfg: Mapping[str, Any], num_classes: int, ckpt: Any) -> nn.Module:
+    """A run's network in eval mode with every tensor from its checkpoint (Lightning's
+    `last.ckpt`/`best.ckpt` or a weights-only file): built with glorot, so no weights file
+    is needed, then loaded strictly — a checkpoint of another architecture is refused."""
+    from fer.checkpoint_io import load_checkpoint
+
+    net = build_model(model_cfg, {"name": "glorot"}, num_classes)
+    loaded = load_checkpoint(ckpt)
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        raise DataError(f"{ckpt}: not a checkpoint or state dict (found {type(loaded).__name__})")
+    try:
+        net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise DataError(
+            f"{ckpt}: its tensors do not fit model.arch={model_cfg.get('arch')} with "
+            f"{num_classes} classes ({first})"
+        ) from None
+    return net.eval()
+
+
 @dataclass(frozen=True)
 class AttentionSite:
     """One attention module to insert: its module name, the module it follows, its width."""

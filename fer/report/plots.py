@@ -129,8 +129,8 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
-def _overlay(face: np.ndarray, cam: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
-    """The package's own heat-map overlay, with the ROI outlines on top."""
+def overlay(face: np.ndarray, cam: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+    """The package's own heat-map overlay (RGB uint8), with the ROI outlines on top."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     face = _fit(face, cam.shape[-1])
@@ -175,7 +175,7 @@ def plot_class_cams(
         size = mean_cam.shape[-1]
         face = np.stack([_fit(f, size) for f in faces[sel]]).mean(axis=0).astype(np.uint8)
         roi = (masks[sel].mean(axis=0) >= 0.5).astype(np.uint8)
-        ax.imshow(_overlay(face, mean_cam, roi))
+        ax.imshow(overlay(face, mean_cam, roi))
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{DISPLAY.get(c, c)} (n={int(sel.sum())})", fontsize=7)
@@ -210,7 +210,7 @@ def plot_cam_examples(
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).astype(int))]
     fig, axes = plt.subplots(1, len(pick), figsize=(1.6 * len(pick), 2.0), squeeze=False)
     for ax, i in zip(axes[0], pick, strict=True):
-        ax.imshow(_overlay(faces[i], cams[i], masks[i]))
+        ax.imshow(overlay(faces[i], cams[i], masks[i]))
         ax.set_xticks([])
         ax.set_yticks([])
         true, pred = classes[int(labels[i])], classes[int(preds[i])]
