@@ -69,6 +69,7 @@ def _resume_checkpoint(run_dir: Path) -> Path | None:
 def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.loggers import CSVLogger
 
     from fer.checkpoint_io import AtomicCheckpointIO, save_weights_only
     from fer.cli import quiet_lightning
@@ -79,6 +80,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     from fer.strategies import apply_strategy
 
     started = time.time()
+    _reset_peak_memory()
     quiet_lightning()
     if cfg.train.get("threads"):
         import torch
@@ -102,12 +104,16 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     # metrics.json["data"]. The preprocessing cache key is not exposed by the datamodule.
     provenance = write_provenance(run_dir)
     logger = build_logger(cfg, run_dir, "train", extra=wandb_fields(provenance))
+    loggers = [logger] if logger is not None else []
+    if loggers and not isinstance(logger, CSVLogger):
+        # curves on disk beside W&B: `python -m fer.report.run` plots them offline
+        loggers.append(CSVLogger(str(run_dir), name="csv"))
     exit_code = 1
     try:
         trainer = instantiate(
             cfg.trainer,
             callbacks=callbacks,
-            logger=logger if logger is not None else False,
+            logger=loggers or False,
             plugins=[AtomicCheckpointIO()],
             default_root_dir=str(run_dir),
         )
@@ -139,6 +145,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
             "scores": scores,
             "data": datamodule.describe(),
             "duration_s": round(time.time() - started, 1),
+            "memory": peak_memory(),
             "finished_at": runs.now(),
         }
         _keep_reported(run_dir, reported, cfg.train.keep_checkpoints, save_weights_only)
@@ -152,6 +159,46 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
         return metrics
     finally:
         finish_wandb(exit_code)
+
+
+def _reset_peak_memory() -> None:
+    """Start this run's peaks from now: a basic-launcher multirun trains many runs in one
+    process, whose `ru_maxrss` never goes down. Linux resets the high-water mark on writing
+    5 to clear_refs (elsewhere the peak is the process's so far)."""
+    import sys
+
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # never start CUDA just for this
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, Any]:
+    """Peak host RSS of this process and peak CUDA memory allocated by torch (None off CUDA),
+    in MiB. DataLoader worker processes are not included (their own RSS)."""
+    import resource
+    import sys
+
+    import torch
+
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    try:  # VmHWM: the same peak, but reset per run by `_reset_peak_memory`
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                rss_kib = int(line.split()[1])
+                break
+    except (OSError, ValueError, IndexError):
+        if sys.platform == "darwin":  # ru_maxrss is in bytes there
+            rss_kib //= 1024
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    return {
+        "peak_host_rss_mb": round(rss_kib / 1024, 1),
+        "peak_device_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+    }
 
 
 def _keep_reported(run_dir: Path, reported: Path, keep: str, save_weights_only: Any) -> None:

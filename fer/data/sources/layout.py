@@ -24,9 +24,12 @@ def is_image(path: Path) -> bool:
 
 def check_root(root: str | Path, dataset: str) -> Path:
     """The root as a Path; a missing root raises DataError naming it."""
+    if root is None or str(root) in ("", "???", "None"):
+        raise DataError(
+            f"data.root for {dataset} is not set: set paths.roots.{dataset} in "
+            "conf/local/default.yaml (see conf/local/example.yaml) or pass data.root=<folder>"
+        )
     root = Path(root).expanduser()
-    if str(root) in ("", "???"):
-        raise DataError(f"data.root for {dataset} is not set (conf/local/default.yaml)")
     if not root.is_dir():
         raise DataError(f"{dataset}: root {root} is not a directory")
     return root
