@@ -202,17 +202,19 @@ class FERDataModule(L.LightningDataModule):
     def _faces(self, cfg: dict) -> tuple[str, FaceArrays, np.ndarray]:
         """Scan and preprocess one dataset: its name, faces and experiment label indices."""
         name = str(cfg.get("name"))
-        manifest = cfg["source"]().select_classes(self.classes)
-        if len(manifest) == 0:
+        manifest = cfg["source"]()
+        if len(manifest.select_classes(self.classes)) == 0:
             raise DataError(f"dataset {name}: no images of the classes {list(self.classes)}")
         pre = self.preprocess_cfg
+        # The whole dataset is cached (as prepare.py caches it), then the experiment's classes
+        # are picked: one cache serves every class list.
         faces = load_faces(
             manifest,
             settings_from(pre, cfg, int(self.input["size"])),
             Path(self.cache_dir) / "preprocess",
             workers=int(pre.get("workers", 1)),
             progress=bool(pre.get("progress", True)),
-        )
+        ).of_classes(self.classes)
         return name, faces, self._labels(faces.frame)
 
     def _labels(self, frame: Any) -> np.ndarray:

@@ -54,6 +54,32 @@ class Settings:
             raise ConfigError(f"preprocess.margin={self.margin}: allowed 0..2")
 
 
+class RowView:
+    """Some rows of a (memory-mapped) array, read only when indexed: a class subset of a
+    cached dataset without copying it (AffectNet at 224 px is tens of GB)."""
+
+    def __init__(self, base: np.ndarray, rows: np.ndarray) -> None:
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.base.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.base.dtype
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return self.base[self.rows[index]]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self.base[self.rows])
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass
 class FaceArrays:
     """Cached faces of one manifest: aligned images, ROI masks and the rows they came from.
@@ -77,6 +103,21 @@ class FaceArrays:
     def usable(self) -> np.ndarray:
         """Row positions of faces whose regions were segmented (the paper's reading)."""
         return np.flatnonzero(self.frame["excluded"].to_numpy() == "")
+
+    def of_classes(self, classes: Iterable[str]) -> FaceArrays:
+        """The faces (and skipped files) of `classes` only, as views of these arrays: the
+        cache holds a whole dataset, shared by every class list and by prepare.py."""
+        keep = self.frame["label"].isin(list(classes)).to_numpy()
+        if keep.all():
+            return self
+        rows = np.flatnonzero(keep)
+        return FaceArrays(
+            RowView(self.images, rows),
+            RowView(self.masks, rows),
+            self.frame.iloc[rows].reset_index(drop=True),
+            self.skipped[self.skipped["label"].isin(list(classes))].reset_index(drop=True),
+            self.cache,
+        )
 
 
 # -- decoding ---------------------------------------------------------------------------------
