@@ -20,8 +20,10 @@ from pathlib import Path
 import cv2
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
 
 from fer.data.synthetic import render_set
+from fer.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 JAFFE_CODES = {
@@ -78,6 +80,11 @@ def checkout(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     mapping = {"/datasets/": f"{tmp}/datasets/", "/scratch/me/": f"{tmp}/scratch/me/"}
     mapping["/home/me/fer/"] = f"{work}/"
     return work, mapping
+
+
+def _media(run: Path) -> set[str]:
+    """Names of the images logged to the run's W&B runs (train and eval)."""
+    return {p.name.rsplit("_", 2)[0] for p in run.rglob("wandb/offline-run-*/files/media/**/*.png")}
 
 
 def _mapped(text: str, mapping: dict[str, str]) -> str:
@@ -152,6 +159,24 @@ def test_readme_walkthrough(checkout) -> None:
     assert card["preprocessing"]["method"] == "landmarks"
     # W&B: the offline runs exist and `wandb sync --dry-run` accepted them
     assert list(run.glob("wandb/offline-run-*"))
+    # JAFFE's licence: no face image in the run's files or its W&B runs (the class-mean map
+    # is drawn over a blank face) until the user turns it on
+    assert _media(run) == {"class_cams", "confusion"}
+    assert sorted(p.name for p in run.glob("eval/*/*.png")) == [
+        "jaffe_class_cams.png",
+        "jaffe_confusion.png",
+    ]
+    overrides = [f"runs={run}", "eval.show_faces=true", "eval.force=true"]
+    with initialize_config_dir(str(work / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=overrides)
+    cwd = Path.cwd()
+    try:
+        os.chdir(work)  # conf/local's relative output_root, as on the command line
+        evaluate(cfg)
+    finally:
+        os.chdir(cwd)
+    assert (run / "eval/last__gradcam__label/jaffe_cam_examples.png").exists()
+    assert _media(run) == {"class_cams", "confusion", "examples"}
     # SLURM: the dry run shows what sbatch would get, from site.yaml
     dry = outputs[".venv/bin/python sweep.py"]
     assert "partition: gpu" in dry and "account: my-account" in dry
