@@ -19,6 +19,7 @@ import contextlib
 import functools
 import itertools
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from fer import runs
+from fer import locks, runs
 from fer.errors import ConfigError
 from fer.io import read_json_or_none
 
@@ -46,7 +47,7 @@ class Cell:
 
     overrides: list[str]
     run_dir: Path
-    state: str = "missing"  # finished | failed | changed | resumable | missing
+    state: str = "missing"  # finished | running | failed | changed | resumable | missing
     detail: str = ""
     values: dict[str, str] = field(default_factory=dict)  # grid key -> value
     resolved: dict | None = None  # a training cell's resolved config (composed once)
@@ -114,7 +115,11 @@ def _train_state(cell: Cell) -> None:
     metrics = runs.read_json_metrics(cell.run_dir)
     diff = runs.config_diff(stored, cell.resolved or {}) if stored is not None else []
     cell.detail = ""
-    if metrics.get("status") == "failed":
+    owner = locks.holder(cell.run_dir)
+    if owner is not None and metrics.get("status") != "finished":
+        cell.state = "running"
+        cell.detail = "held by " + ", ".join(f"{k} {v}" for k, v in owner.items())
+    elif metrics.get("status") == "failed":
         cell.state, cell.detail = "failed", str(metrics.get("reason", ""))[:300]
     elif diff:
         cell.state = "changed"
@@ -368,6 +373,49 @@ def describe(stages: list[Stage]) -> str:
     return "\n".join(lines)
 
 
+def run_lines(stage: Stage, cfg: DictConfig) -> list[str]:
+    """Each cell's state and the single-run command (from the repository) that runs it by
+    hand into the same run directory."""
+    common = [
+        f"paths.output_root={cfg.paths.output_root}",
+        f"paths.cache_dir={cfg.paths.cache_dir}",
+    ]
+    lines = []
+    for c in stage.cells:
+        args = c.overrides if stage.script == "train.py" else [*stage.overrides, *c.overrides]
+        lines.append(f"  [{c.state}] " + shlex.join(["python", stage.script, *args, *common]))
+    return lines
+
+
+def dry_run_costs(stages: list[Stage], cfg: DictConfig) -> str:
+    """`fer.costs`' time/disk/memory table for the stages on `sweep.device`."""
+    from hydra import compose
+
+    from fer.costs import estimate_study
+
+    evals: dict[str, list[dict]] = {}
+    batch = 128
+    with hydra_context():
+        for s in stages:
+            if s.script != "evaluate.py":
+                continue
+            ev = _eval_settings(tuple(s.overrides))
+            batch = int(ev.get("batch_size", batch))
+            evals[s.name] = []
+            for name in ev.datasets:
+                data = compose("train", overrides=[f"data={name}", "logger=none"]).data
+                try:
+                    evals[s.name].append(OmegaConf.to_container(data, resolve=True))
+                except Exception:  # an unset data root: the counts need no paths
+                    evals[s.name].append(OmegaConf.to_container(data, resolve=False))
+    path = Path(str(cfg.sweep.get("throughput") or "bench/results/train_throughput.json"))
+    path = path if path.is_absolute() else REPO / path
+    device, precision = cfg.sweep.get("device"), cfg.sweep.get("precision")
+    return estimate_study(
+        stages, evals, path, str(device) if device else None, precision or None, batch
+    )
+
+
 def launcher_parameters(cfg: DictConfig, launcher: tuple[str, list[str]]) -> dict[str, Any] | None:
     """The launcher config a stage would get (what sbatch is given under slurm)."""
     from hydra import compose
@@ -385,7 +433,10 @@ def launcher_parameters(cfg: DictConfig, launcher: tuple[str, list[str]]) -> dic
             ],
             return_hydra_config=True,
         )
-    params = OmegaConf.to_container(hc.hydra.launcher, resolve=False)
+    try:  # interpolations (submitit_folder) shown as sbatch will get them
+        params = OmegaConf.to_container(hc.hydra.launcher, resolve=True)
+    except Exception:
+        params = OmegaConf.to_container(hc.hydra.launcher, resolve=False)
     params.pop("_target_", None)
     return params
 
@@ -418,6 +469,15 @@ def run_study(
                     a if len(a) < 200 else a[:120] + f"...({len(a)} chars)" for a in argv[1:]
                 )
                 console.print("would run:", shown, soft_wrap=True)
+        for stage in stages:  # every run, and the single command that re-runs it by hand
+            console.print(f"runs of {stage.name}:", markup=False)
+            for line in run_lines(stage, cfg):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+        try:
+            costs = dry_run_costs(stages, cfg)
+        except Exception as e:  # an aid to the listing above: never stop the dry run for it
+            costs = f"cost estimate unavailable: {type(e).__name__}: {e}"
+        console.print(costs, markup=False, highlight=False, soft_wrap=True)
         return {"dry": True, "stages": stages}
     launched: dict[str, int] = {}
     for i, stage in enumerate(stages):
@@ -425,7 +485,9 @@ def run_study(
             continue
         if i > 0 and stage.script == "evaluate.py":  # earlier stages just ran: read states again
             refresh(stage)
-        todo = [c for c in stage.cells if c.state != "finished"]
+        # a cell another live process holds (a double-submitted sweep) is left to it
+        todo = [c for c in stage.cells if c.state not in ("finished", "running")]
+        running = [c for c in stage.cells if c.state == "running"]
         changed = [c for c in todo if c.state == "changed"]
         if changed:
             raise ConfigError(
@@ -433,12 +495,15 @@ def run_study(
                 f"({changed[0].run_dir}: {changed[0].detail}); re-run them with "
                 "sweep.extra=[train.force=true] or restore the config"
             )
-        if not todo:
+        if not todo and not running:
             console.print(f"stage {stage.name}: all {len(stage.cells)} cells finished")
             continue
-        console.print(f"stage {stage.name}: running {len(todo)} of {len(stage.cells)} cells")
+        console.print(
+            f"stage {stage.name}: running {len(todo)} of {len(stage.cells)} cells"
+            + (f" ({len(running)} held by another process)" if running else "")
+        )
         launched[stage.name] = len(todo)
-        for argv, env in commands(stage, todo, cfg, python, launcher):
+        for argv, env in commands(stage, todo, cfg, python, launcher) if todo else []:
             code = runner(argv, env)
             if code != 0:
                 console.print(f"[yellow]stage {stage.name}: a multirun exited with {code}[/]")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fer import runs
 from fer.checks import check_train_config
 from fer.labels import check_classes
+from fer.locks import RunLocked, is_rank_zero, run_lock
 
 log = logging.getLogger("fer.train")
 
@@ -28,14 +29,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_train_config(cfg)
     run_dir = Path(cfg.paths.run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.train.force:
-        _clear_run(run_dir)
-    elif runs.is_finished(run_dir, resolved):
-        print(f"already finished: {run_dir}")
-        return runs.read_json_metrics(run_dir)
+    if not is_rank_zero():  # a DDP rank re-running the entrypoint: rank 0 decided everything
+        return _fit(cfg, run_dir, resolved)
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs.ensure_config(run_dir, resolved)
-    return _fit(cfg, run_dir, resolved)
+    try:
+        with run_lock(run_dir):  # one process per run dir (a double-submitted sweep)
+            if cfg.train.force:
+                _clear_run(run_dir)
+            elif runs.is_finished(run_dir, resolved):
+                print(f"already finished: {run_dir}")
+                return runs.read_json_metrics(run_dir)
+            runs.ensure_config(run_dir, resolved)
+            return _fit(cfg, run_dir, resolved)
+    except RunLocked as e:
+        # not a failure of this run: its owner is alive and writes its files; nothing here
+        # may touch them (in a multirun, run_job would record a failure in metrics.json)
+        log.warning("%s", e)
+        print(f"skipped: {e}")
+        return {"status": "locked", "reason": str(e)}
 
 
 def _clear_run(run_dir: Path) -> None:
