@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fer.errors import DataError, FerError, RunStateError
+from fer.io import atomic_write_text
 from fer.runs import CONFIG, METRICS, read_json_metrics, status
 
 SUMMARY = "summary"
@@ -129,11 +130,13 @@ def collect_evaluations(run_dir: Path) -> tuple[list[dict[str, Any]], list[tuple
 
 
 def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    import io
+
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def _markdown(fields: tuple[str, ...], rows: list[dict[str, Any]]) -> list[str]:
@@ -225,7 +228,7 @@ def summarize_run(run_dir: Path, console: Any | None = None) -> dict[str, Any]:
         md.append(f"- skipped `{path}`: {why}")
     written["skipped"] = [p for p, _ in skipped]
     summary = out / "summary.md"
-    summary.write_text("\n".join(md) + "\n")
+    atomic_write_text(summary, "\n".join(md) + "\n")
     written["summary"] = summary
     console.print(f"written: {out}")
     return written
