@@ -67,7 +67,16 @@ class FERClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, batch["label"])
         self.train_acc(logits.argmax(1), batch["label"])
         bs = len(batch["label"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        # sync_dist: epoch values averaged over DDP processes (no-op on one)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=bs,
+            sync_dist=True,
+        )
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
@@ -75,17 +84,27 @@ class FERClassifier(L.LightningModule):
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
         self.val_confusion.update(logits.argmax(1), batch["label"])
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch["label"]))
+        self.log(
+            "val/loss",
+            loss,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch["label"]),
+            sync_dist=True,
+        )
 
     def on_validation_epoch_end(self) -> None:
+        # torchmetrics sums the confusion matrices of all DDP processes in compute(); each
+        # image was scored by exactly one process (ShardSampler), so the counts are exact
         summary = summarize(self.val_confusion.compute().cpu().numpy(), self.classes)
         self.val_confusion.reset()
         self.last_val = summary
-        self.log("val/acc", summary["acc"], prog_bar=True)
-        self.log("val/acc_macro", summary["acc_macro"])
+        # the same value on every process (from the synced matrix): sync_dist only says so
+        self.log("val/acc", summary["acc"], prog_bar=True, sync_dist=True)
+        self.log("val/acc_macro", summary["acc_macro"], sync_dist=True)
         for c, acc in summary["per_class"].items():
             if acc is not None:
-                self.log(f"val/acc_{c}", acc)
+                self.log(f"val/acc_{c}", acc, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]

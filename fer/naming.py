@@ -33,6 +33,7 @@ NON_RESULT_PREFIXES: tuple[str, ...] = (
 
 _SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")
 _MAX_VALUE = 40
+MAX_NAME = 200  # a run directory name, well under the usual 255-byte limit
 
 
 def short_hash(text: str, n: int = 8) -> str:
@@ -72,7 +73,11 @@ def run_name(overrides: Iterable[str]) -> str:
             continue
         key = _bare_key(key)
         pairs.append(f"{_sanitise(key.replace('/', '.').replace('@', '.'))}-{_sanitise(value)}")
-    return "__".join(sorted(pairs)) or "run"
+    name = "__".join(sorted(pairs)) or "run"
+    if len(name) > MAX_NAME:
+        # Filesystems refuse names over 255 bytes: a readable head plus a hash of the whole.
+        name = f"{name[: MAX_NAME - 18].rstrip('_')}__{short_hash(name, 16)}"
+    return name
 
 
 def wandb_id(name: str, run: str, job_type: str) -> str:

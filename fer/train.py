@@ -27,6 +27,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns the run's metrics.json content.
     """
     check_train_config(cfg)
+    check_distributed(cfg)
     run_dir = Path(cfg.paths.run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if not is_rank_zero():  # a DDP rank re-running the entrypoint: rank 0 decided everything
@@ -77,6 +78,40 @@ def _resume_checkpoint(run_dir: Path) -> Path | None:
     return last
 
 
+def _last_or_none(run_dir: Path) -> Path | None:
+    """A DDP rank > 0 resumes from what rank 0 validated (it never moves files)."""
+    last = run_dir / "last.ckpt"
+    return last if last.exists() else None
+
+
+def check_distributed(cfg: DictConfig) -> None:
+    """Refuse `trainer=ddp` where it cannot work: Lightning's `ddp` re-executes sys.argv in
+    each extra process, which inside a basic-launcher multirun re-runs the whole sweep (use
+    `ddp_spawn`, or the submitit launchers: one job per cell, its tasks the processes); and
+    with Lightning's distributed sampler, which would reshuffle our epoch order."""
+    from fer.cli import in_multirun
+    from fer.errors import ConfigError
+
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if not strategy.startswith("ddp"):
+        return
+    if cfg.trainer.get("use_distributed_sampler", True):
+        raise ConfigError(
+            f"trainer.strategy={strategy} needs trainer.use_distributed_sampler=false "
+            "(fer shards its own epoch order per process; trainer=ddp sets it)"
+        )
+    if strategy == "ddp" and in_multirun() and is_rank_zero():
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().runtime.choices.get("hydra/launcher") or "basic"
+        if launcher == "basic":
+            raise ConfigError(
+                "trainer.strategy=ddp inside a basic-launcher multirun would re-run the whole "
+                "sweep in every extra process: use trainer.strategy=ddp_spawn, or "
+                "hydra/launcher=slurm (one job per cell, tasks_per_node = GPUs)"
+            )
+
+
 def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
@@ -113,7 +148,8 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     # Code, stack and hardware (provenance.json, git_diff.patch); the data facts are in
     # metrics.json["data"]. The preprocessing cache key is not exposed by the datamodule.
-    provenance = write_provenance(run_dir)
+    rank_zero = is_rank_zero()  # DDP: only rank 0 writes files (Lightning's loggers know it too)
+    provenance = write_provenance(run_dir) if rank_zero else {}
     logger = build_logger(cfg, run_dir, "train", extra=wandb_fields(provenance))
     loggers = [logger] if logger is not None else []
     if loggers and not isinstance(logger, CSVLogger):
@@ -128,7 +164,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
             plugins=[AtomicCheckpointIO()],
             default_root_dir=str(run_dir),
         )
-        resume = _resume_checkpoint(run_dir)
+        resume = _resume_checkpoint(run_dir) if rank_zero else _last_or_none(run_dir)
         if resume is not None:
             print(f"resuming from {resume}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -136,6 +172,9 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
         if not reported.exists():
             raise RuntimeError(f"training ended without {reported}")
         trainer.validate(module, datamodule=datamodule, ckpt_path=str(reported), verbose=False)
+        if not trainer.is_global_zero:
+            exit_code = 0
+            return {}
         loaders = {name: datamodule.eval_loader(ds) for name, ds in datamodule.score_sets.items()}
         scores = score_datasets(module.net, loaders, classes, datamodule.score_subset)
         best_cb = trainer.checkpoint_callback

@@ -58,3 +58,14 @@ def test_resolver_registered_and_wandb_id_safe():
     assert wid == wandb_id("study", "model-vgg16__split.fold-3", "train")
     assert wid != wandb_id("study", "model-vgg16__split.fold-3", "eval")
     assert not set(wid) & set(":;,#?/'")
+
+
+def test_long_names_stay_under_the_filesystem_limit():
+    """Many overrides: a readable head plus a hash of the whole name, distinct per grid."""
+    from fer.naming import MAX_NAME, run_name
+
+    many = [f"model.attention.after_blocks_{i}=value_{i}" for i in range(20)]
+    a, b = run_name(many), run_name([*many, "seed=1"])
+    assert len(a) == len(b) == MAX_NAME and a != b
+    assert a.startswith("model.attention.after_blocks_0-value_0__")
+    assert run_name(many) == a  # stable

@@ -32,10 +32,21 @@ def mix_seed(*parts: int) -> int:
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Shuffles every epoch from (seed, epoch) and yields ``(index, epoch)`` pairs."""
+    """Shuffles every epoch from (seed, epoch) and yields ``(index, epoch)`` pairs.
+
+    Under DDP (`world` processes) rank `rank` takes every `world`-th item of the same epoch
+    order, from a tail cut to a multiple of `world` (equal batch counts: no rank waits): at
+    per-process batch B/world the ranks together see exactly the single-process batches of
+    B. Lightning's own distributed wrapper would reshuffle (`use_distributed_sampler: false`).
+    """
 
     def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.rank, self.world = 0, 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """Take this process's interleaved share (rank of world)."""
+        self.rank, self.world = int(rank), int(world)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at every epoch start (and by DDP's sampler wrapper)."""
@@ -48,10 +59,27 @@ class EpochSampler(Sampler[tuple[int, int]]):
             else np.arange(self.n)
         )
         epoch = self.epoch
+        if self.world > 1:
+            order = order[: len(order) - len(order) % self.world][self.rank :: self.world]
         return iter([(int(i), epoch) for i in order])
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world if self.world > 1 else self.n
+
+
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank + world, … of a scoring set: every image on exactly one process,
+    none padded or repeated (DistributedSampler pads to equal lengths, which would count
+    duplicates in a synced confusion matrix)."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.rank, self.world = n, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
 
 
 class FaceDataset(Dataset):
@@ -148,6 +176,21 @@ class _Concat(Dataset):
         return self.parts[k][(j, epoch) if epoch is not None else j]
 
 
+def _no_usable_face(name: str, faces: FaceArrays) -> DataError:
+    """Nothing to train or score on: say how many files were lost and why (first of each)."""
+    parts = []
+    if len(faces.skipped):
+        first = faces.skipped.iloc[0]
+        parts.append(
+            f"{len(faces.skipped)} file(s) skipped, e.g. {first['path']}: {first['reason']}"
+        )
+    excluded = faces.frame.loc[faces.frame["excluded"] != "", "excluded"]
+    if len(excluded):
+        parts.append(f"{len(excluded)} face(s) excluded, e.g. {excluded.iloc[0]}")
+    why = f" ({'; '.join(parts)})" if parts else ""
+    return DataError(f"dataset {name}: no usable face after preprocessing{why}")
+
+
 class FERDataModule(L.LightningDataModule):
     """The experiment's datasets, class list, splits and the model's input format.
 
@@ -228,7 +271,7 @@ class FERDataModule(L.LightningDataModule):
         name, faces, labels = self._faces(cfg)
         rows = faces.usable
         if len(rows) == 0:
-            raise DataError(f"dataset {name}: no usable face after preprocessing")
+            raise _no_usable_face(name, faces)
         return self.eval_set(faces, rows, labels[rows])
 
     def eval_set(self, faces: FaceArrays, rows: np.ndarray, labels: np.ndarray) -> FaceDataset:
@@ -285,7 +328,7 @@ class FERDataModule(L.LightningDataModule):
         # protocol); excluded faces keep a fallback crop for evaluation on every face.
         usable = faces.usable
         if len(usable) == 0:
-            raise DataError(f"dataset {name}: no usable face after preprocessing")
+            raise _no_usable_face(name, faces)
         sub = frame.iloc[usable]
         kind = self.split_cfg.get("name", "kfold")
         group_by = self.split_cfg.get("group_by", "subject")
@@ -420,11 +463,20 @@ class FERDataModule(L.LightningDataModule):
             **kw,
         )
 
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
+        self.train_sampler.shard(*self._rank_world())
         return self._loader(self.train_set, batch_size=self.batch_size, sampler=self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.val_set)
+        rank, world = self._rank_world()
+        if world == 1:
+            return self.eval_loader(self.val_set)
+        sampler = ShardSampler(len(self.val_set), rank, world)
+        return self._loader(self.val_set, batch_size=self.eval_batch_size, sampler=sampler)
 
     def eval_loader(self, dataset: Dataset) -> DataLoader:
         """A sequential loader over a scoring subset."""
