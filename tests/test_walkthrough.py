@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import pandas as pd
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 from fer.data.synthetic import render_set
@@ -48,7 +49,7 @@ def readme_block(marker: str) -> str:
 
 
 def fabricate_jaffe(root: Path) -> int:
-    """Synthetic grey faces (the JAFFE-like domain) in JAFFE's flat layout, 256x256 TIFF, plus
+    """Synthetic grey faces (the JAFFE-like domain) in JAFFE's flat layout, 128x128 TIFF, plus
     one zero-byte file: returns the number of image files."""
     root.mkdir(parents=True)
     faces = render_set("gray", 10, 1, seed=7, size=128)
@@ -56,10 +57,23 @@ def fabricate_jaffe(root: Path) -> int:
         zip(faces.images, faces.labels, faces.subjects, strict=True)
     ):
         code = JAFFE_SUBJECTS[int(subject.rsplit("s", 1)[1])]
-        grey = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (256, 256))
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # JAFFE's are 256 px: 128 is faster
         cv2.imwrite(str(root / f"{code}.{JAFFE_CODES[label]}1.{100 + i}.tiff"), grey)
     (root / "KA.HA3.999.tiff").write_bytes(b"")  # half-copied: unreadable
     return len(faces.images) + 1
+
+
+def fabricate_folder(root: Path) -> None:
+    """A folder-per-class dataset with its own class names: happy/ and angry/, files named
+    S<subject>_<n>.png (synthetic lab faces, 128 px)."""
+    faces = render_set("lab", 6, 2, seed=11, size=128, classes=["happiness", "anger"])
+    for i, (image, label, subject) in enumerate(
+        zip(faces.images, faces.labels, faces.subjects, strict=True)
+    ):
+        folder = root / {"happiness": "happy", "anger": "angry"}[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        n = int(subject.rsplit("s", 1)[1])
+        cv2.imwrite(str(folder / f"S{n:02d}_{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +116,11 @@ def test_readme_walkthrough(checkout) -> None:
         "WANDB_MODE": "offline",
         "PYTHONPATH": "",  # the copy's own fer/, as in a user's checkout
     }
+    fabricate_folder(Path(mapping["/datasets/"]) / "mine")
     commands = [
         line.split("   #")[0].strip()
-        for line in readme_block("commands").splitlines()
+        for block in ("commands", "recipes")
+        for line in readme_block(block).splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
     outputs: dict[str, str] = {}
@@ -177,6 +193,14 @@ def test_readme_walkthrough(checkout) -> None:
         os.chdir(cwd)
     assert (run / "eval/last__gradcam__label/jaffe_cam_examples.png").exists()
     assert _media(run) == {"class_cams", "confusion", "examples"}
+    # the recipes: a folder dataset with its own class names, and a timm backbone
+    table = pd.read_csv(work / "outputs/prepare/folder-landmarks/table1.csv").set_index("class")
+    assert table["original"].to_dict() == {"anger": 12, "happiness": 12}
+    [timm_run] = [p for p in (work / "outputs/default").iterdir() if p != run]
+    assert yaml.safe_load((timm_run / "config.yaml").read_text())["model"]["arch"] == "timm"
+    timm_metrics = json.loads((timm_run / "metrics.json").read_text())
+    assert timm_metrics["status"] == "finished"
+    assert len(timm_metrics["data"]["source"]["val"]["subjects"]) >= 1
     # SLURM: the dry run shows what sbatch would get, from site.yaml
     dry = outputs[".venv/bin/python sweep.py"]
     assert "partition: gpu" in dry and "account: my-account" in dry
