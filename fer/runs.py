@@ -31,13 +31,21 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
+def _off(value: Any) -> bool:
+    return value in (None, False, "none") or value == [] or value == {}
+
+
 def config_diff(old: dict, new: dict) -> list[str]:
-    """Keys whose values differ between two resolved configs, ignoring non-result keys."""
+    """Keys whose values differ between two resolved configs, ignoring non-result keys and
+    options added since the old run whose new value is off (`false`, `null`, empty): a new
+    switch, off by default, does not make every earlier run "changed"."""
     a, b = flatten(old), flatten(new)
     return sorted(
         k
         for k in set(a) | set(b)
-        if not is_non_result_key(k) and a.get(k, "<absent>") != b.get(k, "<absent>")
+        if not is_non_result_key(k)
+        and a.get(k, "<absent>") != b.get(k, "<absent>")
+        and not (k not in a and _off(b[k]))
     )
 
 

@@ -43,3 +43,16 @@ def test_lineage_follows_the_init_checkpoint(tmp_path):
     check_not_trained_on({"lab": {"s3"}, "gray": {"g2"}}, trained)
     with pytest.raises(RunStateError, match=r"lab: would score 1 subject\(s\) .*\(s2\)"):
         check_not_trained_on({"lab": {"s2", "s3"}}, trained)
+
+
+def test_a_new_option_that_is_off_does_not_change_earlier_runs():
+    from fer.runs import config_diff
+
+    old = {"data": {"name": "x"}, "seed": 0}
+    assert config_diff(old, {"data": {"name": "x", "dedupe": False}, "seed": 0}) == []
+    assert config_diff(old, {"data": {"name": "x", "extra": None, "l": []}, "seed": 0}) == []
+    # switched on, or a value the old run did not have, is a change
+    assert config_diff(old, {"data": {"name": "x", "dedupe": True}, "seed": 0}) == ["data.dedupe"]
+    assert config_diff(old, {"data": {"name": "x"}, "seed": 0, "k": 5}) == ["k"]
+    # an option the old run had and the new config dropped is a change too
+    assert config_diff({**old, "k": 5}, old) == ["k"]
