@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DataError(f"{path}: checkpoint not found") from None
+    except pickle.UnpicklingError as e:  # pickled objects (nothing ran) or not a torch file
+        from fer.models.init import refused_load
+
+        raise refused_load(path, e) from None
+    except KeyError as e:  # a text file: torch's zip reader finds no record
+        from fer.models.init import refused_load
+
+        raise refused_load(path, e) from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise DataError(f"{path}: unreadable checkpoint ({e or 'empty file'})") from e
+        first = (str(e).strip().splitlines() or ["empty file"])[0]
+        raise DataError(f"{path}: unreadable checkpoint ({first})") from None
 
 
 def save_weights_only(src: str | Path, dst: str | Path) -> Path:

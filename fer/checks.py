@@ -16,6 +16,37 @@ from fer.labels import check_classes
 #: Strategies that fine-tune part of a network: pointless from random weights.
 FINE_TUNING = ("fc", "fc_conv")
 
+#: Keys that must hold an integer, with their smallest allowed value: a typo here (seed=abc)
+#: would otherwise end in a traceback from int() or from torch deep inside training.
+INTEGER_KEYS = {
+    "seed": 0,
+    "split.seed": 0,
+    "trainer.max_epochs": 1,
+    "datamodule.batch_size": 1,
+    "datamodule.eval_batch_size": 1,
+    "datamodule.num_workers": 0,
+    "model.input.size": 1,
+    "model.input.channels": 1,
+}
+
+
+def _number_problems(cfg: DictConfig) -> list[str]:
+    """Integer keys that hold something else, or too small a value; a non-numeric or
+    non-positive `optimizer.lr`."""
+    problems = []
+    for key, low in INTEGER_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}={value!r}: expected an integer >= {low}")
+        elif value < low:
+            problems.append(f"{key}={value}: must be >= {low}")
+    lr = OmegaConf.select(cfg, "optimizer.lr", default=None)
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        problems.append(f"optimizer.lr={lr!r}: expected a positive number")
+    return problems
+
 
 def _problems(cfg: DictConfig) -> list[str]:
     problems: list[str] = []
@@ -50,8 +81,7 @@ def _problems(cfg: DictConfig) -> list[str]:
         problems.append(f"train.keep_checkpoints={keep!r}: allowed reported | all")
     if cfg.eval.checkpoint not in ("last", "best"):
         problems.append(f"eval.checkpoint={cfg.eval.checkpoint!r}: allowed last | best")
-    if int(cfg.trainer.max_epochs) < 1:
-        problems.append(f"trainer.max_epochs={cfg.trainer.max_epochs}: must be >= 1")
+    problems.extend(_number_problems(cfg))
     strategy, init = cfg.strategy.name, cfg.init.name
     if strategy in FINE_TUNING and init == "glorot":
         problems.append(
@@ -65,19 +95,23 @@ def _problems(cfg: DictConfig) -> list[str]:
         # `"root" in node` is False for a missing (???) value; keys() lists it
         if node is None or "root" not in node.keys():  # noqa: SIM118
             continue
-        if OmegaConf.is_missing(node, "root"):
+        if OmegaConf.is_missing(node, "root") or node.root is None:
             problems.append(
                 f"{role}.root is not set for {node.name}: set it in "
                 f"conf/local/default.yaml or on the command line ({role}.root=<dir>)"
             )
-        elif not Path(str(node.root)).is_dir():
-            problems.append(f"{role}.root={node.root}: no such directory ({node.name})")
+        elif not Path(str(node.root)).expanduser().is_dir():
+            what = (
+                "is a file" if Path(str(node.root)).expanduser().exists() else "no such directory"
+            )
+            problems.append(f"{role}.root={node.root}: {what}; expected the folder of {node.name}")
     try:
-        from fer.models.checks import check_init
+        from fer.models.checks import check_init, check_model
     except ImportError:
         pass
     else:
         problems.extend(check_init(cfg.init, cfg.model))
+        problems.extend(check_model(cfg.model))
     return problems
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,26 +25,55 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+#: OS errors of the machine, not of our code: a folder that cannot be written, a full disk.
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def user_message(e: BaseException) -> str | None:
+    """The one-line message of an error the user or the machine caused: our own FerError, a
+    write refused by the OS (permissions, read-only or full disk), a trainer setting Lightning
+    refuses (`trainer.accelerator=gpu` without a GPU). None for anything else: a bug, whose
+    traceback is wanted."""
+    if isinstance(e, FerError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+        if e.filename:
+            return (
+                f"{e.filename}: {e.strerror} (check the free space and permissions there, or "
+                "point paths.output_root / paths.cache_dir / out= elsewhere)"
+            )
+        return (
+            f"{e.strerror or e} while writing a file (check the free space and permissions of "
+            "paths.output_root, paths.cache_dir or out=)"
+        )
+    for exc in (e, e.__cause__):
+        if type(exc).__name__ == "MisconfigurationException":  # Lightning's own settings check
+            key = re.search(r"full_key: (\S+)", str(e))
+            return f"{key[1] if key else 'trainer'}: {exc} (Lightning refused this setting)"
+    return None
+
+
 def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run `task(cfg)`; a FerError ends a single run with its message (no traceback), and is
-    recorded as `"status": "failed"` in a multirun job, which then returns."""
+    """Run `task(cfg)`; a user error (`user_message`) ends a single run with its message (no
+    traceback), and is recorded as `"status": "failed"` in a multirun job, which then returns."""
     _quiet_warnings()
     try:
         return task(cfg)
     except Exception as e:
+        message = user_message(e)
         if in_multirun():
             # One cell's failure (a user error, or a crash such as out-of-memory) must not end
             # the sweep: record it in the run dir, where sweep.py lists it, and go on.
             from fer.runs import write_failure
 
-            reason = str(e) if isinstance(e, FerError) else f"{type(e).__name__}: {e}"
-            log.error("job failed: %s", reason, exc_info=not isinstance(e, FerError))
+            reason = message or f"{type(e).__name__}: {e}"
+            log.error("job failed: %s", reason, exc_info=message is None)
             run_dir = (cfg.get("paths") or {}).get("run_dir")
             if run_dir:
                 write_failure(Path(run_dir), reason)
             return None
-        if isinstance(e, FerError):
-            sys.exit(f"error: {e}")
+        if message is not None:
+            sys.exit(f"error: {message}")
         raise
 
 

@@ -54,7 +54,16 @@ def read_config(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return None
-    return yaml.safe_load(path.read_text())
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RunStateError(
+            f"{path} is not valid YAML ({str(e).splitlines()[0]}); it is the run's own config: "
+            "restore it, or retrain with train.force=true"
+        ) from None
+    if not isinstance(config, dict):
+        raise RunStateError(f"{path}: expected the run's resolved config (a mapping)")
+    return config
 
 
 def ensure_config(run_dir: str | Path, resolved: dict) -> None:

@@ -170,7 +170,7 @@ class _Worker:
         try:
             rgb = decode_rgb(path)
             exact = _decode_mask(mask_path) if mask_path else None
-        except (OSError, ValueError, SyntaxError) as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             return None, None, f"unreadable image: {e}", "none", 0
         if self.settings.method == "none":
             crop = _resize(rgb, size)

@@ -81,7 +81,12 @@ def kfold(
     if n_groups < k:
         raise ConfigError(f"split.k={k} exceeds the number of {group_by} groups ({n_groups})")
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    train, val = list(splitter.split(np.zeros(len(labels)), labels, groups))[fold]
+    try:
+        train, val = list(splitter.split(np.zeros(len(labels)), labels, groups))[fold]
+    except ValueError as e:  # e.g. every class has fewer than k images (group_by=none)
+        raise ConfigError(
+            f"split.k={k}: cannot make {k} stratified folds of this data ({e})"
+        ) from None
     split = Split(np.sort(train), np.sort(val), np.array([], dtype=int), group_by)
     assert_disjoint(split, groups)
     return split

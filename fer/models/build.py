@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from fer.errors import ConfigError, DataError
 from fer.models.attention import make_attention
 from fer.models.backbones import BACKBONES
 from fer.models.checks import check_model
-from fer.models.init import INITS, META_INITS, timm_imagenet_file
+from fer.models.init import INITS, META_INITS, refused_load, timm_imagenet_file
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +90,27 @@ def load_trained(model_cfg: Mapping[str, Any], num_classes: int, ckpt: Any) -> n
     from fer.checkpoint_io import load_checkpoint
 
     net = build_model(model_cfg, {"name": "glorot"}, num_classes)
-    loaded = load_checkpoint(ckpt)
+    try:
+        loaded = load_checkpoint(ckpt)
+    except (pickle.UnpicklingError, KeyError) as e:  # pickled objects, or not a torch file
+        raise refused_load(ckpt, e) from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict):
         raise DataError(f"{ckpt}: not a checkpoint or state dict (found {type(loaded).__name__})")
     try:
         net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
         raise DataError(
             f"{ckpt}: its tensors do not fit model.arch={model_cfg.get('arch')} with "
-            f"{num_classes} classes ({first})"
+            f"{num_classes} classes ({_one_line(e)})"
         ) from None
     return net.eval()
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+    """A library's multi-line message (torch lists every missing key) as one short line."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit] + " …"
 
 
 @dataclass(frozen=True)
@@ -231,9 +240,11 @@ def _create_timm(
             pretrained_cfg_overlay={"file": str(path), "source": None},
             **kwargs,
         )
-    except (RuntimeError, OSError, ValueError, KeyError) as e:
+    except (RuntimeError, OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+        # (AttributeError/TypeError: timm meets a file that holds no dict of tensors)
         raise DataError(
-            f"{path}: not loadable as ImageNet weights of timm model {name} ({e})"
+            f"{path}: not loadable as ImageNet weights of timm model {name}: expected a "
+            f"state dict of its tensors ({_one_line(e)})"
         ) from e
     net.reset_classifier(num_classes)
     pcfg = net.pretrained_cfg

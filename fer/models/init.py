@@ -15,6 +15,8 @@ study A's scratch model; the same for a timm model's head after ImageNet weights
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +87,27 @@ def reset_head_(net: nn.Module) -> str:
 # --- reading files --------------------------------------------------------------------------
 
 
+def refused_load(path: str | Path, error: Exception) -> DataError:
+    """The error for a file that `torch.load(weights_only=True)` refuses or cannot parse:
+    pickled Python objects (the weights-only unpickler names the blocked global; nothing in
+    the file ran), or not a torch file at all (a text file gives a bare KeyError)."""
+    blocked = re.search(r"GLOBAL (\S+?)(?: |$)", str(error))
+    if blocked:
+        return DataError(
+            f"{path}: refused to load: it holds pickled Python objects ({blocked[1]}), not only "
+            "tensors; expected a state dict or checkpoint of tensors (torch.load weights_only=True)"
+        )
+    return DataError(
+        f"{path}: not a PyTorch weights file; expected a state dict or checkpoint of tensors "
+        "written by torch.save"
+    )
+
+
 def read_weights(path: str | Path) -> dict[str, Any]:
     """`torch.load(weights_only=True)` on CPU, memory-mapped where the format allows it.
 
-    A missing, truncated or empty file raises DataError naming the path (STYLE.md §7).
+    A missing, truncated or empty file raises DataError naming the path (STYLE.md §7); so
+    does a file of pickled objects, which the weights-only unpickler refuses (`refused_load`).
     """
     path = Path(path)
     if not path.is_file():
@@ -100,8 +119,11 @@ def read_weights(path: str | Path) -> dict[str, Any]:
             if "mmap" not in str(e):
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, KeyError) as e:
+        raise refused_load(path, e) from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise DataError(f"{path}: unreadable weights file ({e or 'empty file'})") from e
+        why = str(e).split(". ")[0] or "empty file"  # torch's text goes on for lines
+        raise DataError(f"{path}: unreadable weights file ({why})") from e
 
 
 def network_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:

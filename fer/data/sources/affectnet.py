@@ -94,7 +94,7 @@ def _find_lists(files: list[Path]) -> dict[Path, str]:
     found: dict[str, Path] = {}
     for p in sorted(files, key=lambda p: (p.parent.name != "Manually_Annotated_file_lists", p)):
         name = p.name.lower()
-        if name in LISTS and name not in found:
+        if name in LISTS and name not in found and p.is_file():  # not a broken link
             found[name] = p
     return {p: LISTS[name] for name, p in sorted(found.items(), key=lambda kv: kv[0])}
 

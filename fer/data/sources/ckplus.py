@@ -158,7 +158,7 @@ def _label_file(
         return
     try:
         value = float(f.read_text(errors="replace").split()[0])
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, OSError):  # OSError: a broken symbolic link
         skips.append(skipped(f, "unreadable emotion file"))
         return
     label = to_canonical(NAME, str(int(value))) if value.is_integer() else None

@@ -87,10 +87,10 @@ def scan(root: str | Path, variant: str = "auto") -> Manifest:
         csv_path = root_path.absolute()
         kind = _csv_kind(csv_path)
         if kind not in ("full", "train"):
-            raise layout_error(NAME, csv_path, EXPECTED)
+            raise _nothing_usable(csv_path, [skipped(csv_path, _csv_reason(kind))])
         records, skips = _scan_csv(csv_path, kind)
         if not records:
-            raise layout_error(NAME, csv_path, EXPECTED)
+            raise _nothing_usable(csv_path, skips)
         return build_manifest(records, skips)
 
     root = check_root(root, NAME).absolute()
@@ -123,26 +123,46 @@ def scan(root: str | Path, variant: str = "auto") -> Manifest:
             else:
                 records.append(row)
     if not records:
-        raise layout_error(NAME, root, EXPECTED)
+        raise _nothing_usable(root, skips)
     return build_manifest(records, skips)
+
+
+def _nothing_usable(where: Path, skips: list[dict]) -> DataError:
+    """The layout error, plus why the CSVs found gave no image (a CSV with a missing column,
+    or whose every row was skipped, is the usual surprise)."""
+    notes = [
+        f"{Path(s['path']).name}: {s['reason']}"
+        for s in skips
+        if str(s["path"]).lower().endswith(".csv")
+    ][:3]
+    rows = [s for s in skips if "::" in str(s["path"])]
+    if rows:
+        first = rows[0]
+        notes.append(
+            f"{len(rows)} CSV row(s) skipped, e.g. {Path(first['path']).name}: {first['reason']}"
+        )
+    error = layout_error(NAME, where, EXPECTED)
+    return DataError(f"{error}; found {'; '.join(notes)}") if notes else error
 
 
 # ----------------------------------------------------------------------------- CSV form
 
 
-def _csv_header(path: Path) -> list[str]:
-    """Stripped, lower-cased header names ("" list when unreadable)."""
+def _csv_header(path: Path) -> list[str] | None:
+    """Stripped, lower-cased header names (None when the file cannot be read as text)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             return [h.strip().lower() for h in next(csv.reader(f), [])]
     except (OSError, UnicodeDecodeError, csv.Error):
-        return []
+        return None
 
 
 def _csv_kind(path: Path) -> str:
     """full (emotion, pixels, Usage), train (no Usage: the competition train.csv),
-    no_usage (no Usage, another name), unlabelled (pixels only) or other."""
+    no_usage (no Usage, another name), unlabelled (pixels only), unreadable or other."""
     header = _csv_header(path)
+    if header is None:
+        return "unreadable"
     if "pixels" not in header:
         return "other"
     if "emotion" not in header:
@@ -179,6 +199,7 @@ def _csv_reason(kind: str) -> str:
         "no_usage": "CSV without a Usage column: official split unknown",
         "unlabelled": "CSV without an emotion column (unlabelled test set)",
         "other": "not a FER2013 CSV (no pixels column)",
+        "unreadable": "unreadable CSV (not UTF-8 text)",
     }[kind]
 
 
@@ -210,6 +231,16 @@ class _Table:
 def _table(csv_path: str, mtime_ns: int, size: int) -> _Table:
     """Parse a CSV once (cached per path and version): ~82 MB of uint8 for the full release."""
     del mtime_ns, size  # cache key only: a rewritten file is parsed again
+    try:
+        return _parse_table(csv_path)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(
+            f"{csv_path}: unreadable CSV ({type(e).__name__}: {e}); expected UTF-8 text with "
+            "columns emotion, pixels[, Usage]"
+        ) from None
+
+
+def _parse_table(csv_path: str) -> _Table:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, skipinitialspace=True)
         header = [h.strip().lower() for h in next(reader, [])]

@@ -41,8 +41,14 @@ def layout_error(dataset: str, root: Path, expected: str) -> DataError:
 
 
 def files_under(root: Path) -> Iterator[Path]:
-    """Every file under `root`, sorted (deterministic manifests)."""
-    return iter(sorted(p for p in root.rglob("*") if p.is_file()))
+    """Every file under `root`, sorted (deterministic manifests). Broken symbolic links (a
+    half-copied tree, a git-annex file without its content) are listed too, so that they are
+    reported (`non_data_reason`), not silently missing."""
+    return iter(sorted(p for p in root.rglob("*") if p.is_file() or _broken_link(p)))
+
+
+def _broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def skipped(path: Path | str, reason: str) -> dict[str, str]:
@@ -69,6 +75,8 @@ NOT_IMAGE = "not an image file"
 def non_data_reason(path: Path) -> str | None:
     """Why `path` is not data at all (system or hidden file), or None when it may be."""
     name = path.name
+    if _broken_link(path):
+        return f"broken symbolic link (target {path.readlink()} is missing)"
     if name in JUNK_NAMES:
         return "system file, not data"
     if name.startswith("._"):  # AppleDouble files: `._x.jpg` has an image suffix but is not one

@@ -55,7 +55,11 @@ def scan(root: str | Path, images: str = "aligned") -> Manifest:
         raise ConfigError(f"data.source.images={images!r}; expected one of {list(IMAGE_SETS)}")
     root = absolute_root(root, NAME)
     files = list(files_under(root))
-    lists = [p for p in files if p.name.lower() in LIST_NAMES and not _in_compound(p, root)]
+    lists = [
+        p
+        for p in files
+        if p.name.lower() in LIST_NAMES and not _in_compound(p, root) and p.is_file()
+    ]
     if lists:
         records, skips = _scan_list(root, files, lists, images)
     else:
