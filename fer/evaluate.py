@@ -68,9 +68,30 @@ def _data_config(name: str, cache_dir: str) -> DictConfig:
         cfg = compose(
             config_name="train", overrides=[f"data={name}", f"paths.cache_dir={cache_dir}"]
         )
-    except Exception as e:  # Hydra's own error names the missing option
-        raise ConfigError(f"eval.datasets: {e}") from None
+    except Exception as e:  # Hydra's own error names the missing option and lists the others
+        options = " ".join(str(e).split("\nConfig search path")[0].split())  # one line
+        raise ConfigError(f"eval.datasets: {options}") from None
     return cfg.data
+
+
+def refuse_pretraining(run_dir: Path, run_cfg: DictConfig, eval_cfgs: list[DictConfig]) -> None:
+    """Pretraining data (a data config with `pretraining: true`, e.g. procedural_objects) is
+    never evaluated as FER data (DESIGN.md): neither a run trained on it nor as a dataset in
+    `eval.datasets` — its classes are not emotions and it has no ROI masks."""
+    for role in ("data", "target"):
+        node = run_cfg.get(role)
+        if node is not None and node.get("pretraining"):
+            raise ConfigError(
+                f"{run_dir}: trained on pretraining data ({node.get('name')}: its own classes, "
+                "no ROI masks), not a FER model; evaluate the runs that load it "
+                "(init=synthetic_pretrain) instead"
+            )
+    for node in eval_cfgs:
+        if node.get("pretraining"):
+            raise ConfigError(
+                f"eval.datasets: {node.get('name')} is pretraining data (its own classes "
+                f"{list(node.get('classes') or [])}, no ROI masks): never evaluated as FER data"
+            )
 
 
 def _load_net(run_cfg: DictConfig, ckpt: Path) -> Any:
@@ -97,6 +118,9 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
         raise DataError(f"{run_dir}: not a finished run (metrics.json says so when it is)")
     run_cfg = OmegaConf.create(runs.read_config(run_dir))
     ev = cfg.eval
+    refuse_pretraining(
+        run_dir, run_cfg, [_data_config(str(n), str(cfg.paths.cache_dir)) for n in ev.datasets]
+    )
     checkpoint = ev.checkpoint or run_cfg.eval.checkpoint
     if checkpoint == "best" and run_cfg.split.name == "kfold":
         raise ConfigError(
@@ -242,17 +266,8 @@ def _evaluate_dataset(
     outlines only) and no single-image overlay is written."""
     import torch
 
-    from fer.explain.cam import compute_cams
-    from fer.explain.overlap import (
-        class_mean_overlap,
-        gaussian_baseline,
-        nan_mean,
-        per_image_overlap,
-        random_baseline,
-        spearman_maps,
-    )
     from fer.module import confusion, predict_logits
-    from fer.report.plots import plot_cam_examples, plot_class_cams, plot_confusion
+    from fer.report.plots import plot_confusion
     from fer.scoring import summarize
 
     classes = list(run_cfg.classes)
@@ -283,19 +298,25 @@ def _evaluate_dataset(
             },
         }
     torch.manual_seed(0)
-    cams = compute_cams(net, loader, ev.cam_method, ev.cam_target, ev.cam_layer)
-    correct = cams.preds == cams.labels
-    # Adebayo et al.: the same maps from a re-initialised copy must change (rho << 1).
-    rho = spearman_maps(
-        cams.cams,
-        compute_cams(random_net, loader, ev.cam_method, ev.cam_target, ev.cam_layer).cams,
+    # One pass, both models on each batch: no more than a batch of maps is ever held beyond
+    # the running class sums and the few example images (issue 8).
+    cams = stream_cam_evaluation(
+        net,
+        random_net,
+        loader,
+        classes,
+        dataset.faces.images,
+        method=ev.cam_method,
+        target=ev.cam_target,
+        layer=ev.cam_layer,
+        threshold=threshold,
+        regions=regions,
+        show_faces=show_faces,
+        examples=example_rows(labels) if show_faces else (),
     )
-    mean, n, n_nan = nan_mean(rho)
-    rng = np.random.default_rng(0)
-    shape = cams.cams.shape
-    class_mean = class_mean_overlap(
-        cams.cams, cams.masks, cams.labels, classes, threshold, regions=regions
-    )
+    if not np.array_equal(cams.labels, labels):  # the examples were picked from `labels`
+        raise DataError(f"{name}: the evaluation loader changed its order between passes")
+    class_mean = cams.overlap["class_mean"]
     result: dict[str, Any] = {
         "size": len(dataset),
         "classes": classes,
@@ -306,9 +327,7 @@ def _evaluate_dataset(
         },
         "scores_every_face": every_face,
         "randomisation": {
-            "spearman_mean": mean,
-            "n": n,
-            "n_nan": n_nan,
+            **cams.randomisation,
             "model": "same architecture, Glorot re-initialised",
         },
         "cam": {
@@ -319,24 +338,7 @@ def _evaluate_dataset(
             "regions": regions,
             "input_size": int(run_cfg.model.input.size),
         },
-        "overlap": {
-            "class_mean": class_mean,
-            "per_image": per_image_overlap(cams.cams, cams.masks, threshold, regions),
-            "baselines": {
-                "gaussian": per_image_overlap(
-                    gaussian_baseline(shape), cams.masks, threshold, regions
-                ),
-                "random": per_image_overlap(
-                    random_baseline(shape, rng), cams.masks, threshold, regions
-                ),
-            },
-            "by_prediction": {
-                key: per_image_overlap(cams.cams[sel], cams.masks[sel], threshold, regions)
-                if sel.any()
-                else None
-                for key, sel in (("correct", correct), ("incorrect", ~correct))
-            },
-        },
+        "overlap": cams.overlap,
     }
     # Per image (segmented subset): what the report's subject-clustered bootstrap resamples.
     frame = dataset.faces.frame
@@ -346,9 +348,6 @@ def _evaluate_dataset(
         "label": cams.labels,
         "pred": cams.preds,
     }
-    faces = dataset.faces.images[cams.index]
-    if not show_faces:  # the licence does not allow showing its faces: maps and ROI only
-        faces = np.full((len(cams.index), *faces.shape[1:]), 128, np.uint8)
     title = f"{name}: {ev.cam_method} ({ev.cam_target})"
     figures = {
         "confusion": plot_confusion(
@@ -356,11 +355,7 @@ def _evaluate_dataset(
             out_dir / f"{name}_confusion.png",
             title=f"{name}: accuracy {scores['acc']:.3f}",
         ),
-        "class_cams": plot_class_cams(
-            cams.cams,
-            faces,
-            cams.masks,
-            cams.labels,
+        "class_cams": cams.plot_class_cams(
             classes,
             out_dir / f"{name}_class_cams.png",
             title=f"{title}, class-mean DICE {class_mean['dice']['mean']:.3f}",
@@ -368,19 +363,219 @@ def _evaluate_dataset(
         ),
     }
     if show_faces:
-        figures["examples"] = plot_cam_examples(
-            cams.cams,
-            faces,
-            cams.masks,
-            cams.labels,
-            cams.preds,
-            classes,
-            out_dir / f"{name}_cam_examples.png",
-            title=title,
+        figures["examples"] = cams.plot_examples(
+            classes, out_dir / f"{name}_cam_examples.png", title=title
         )
     result["figures"] = {k: p.name for k, p in figures.items()}
     result["faces_shown"] = show_faces
     return result, figures
+
+
+def example_rows(labels: np.ndarray, n: int = 8) -> np.ndarray:
+    """Loader positions of the single-image overlays: `n` spread over the label-sorted images
+    (the rule of `fer.report.plots.plot_cam_examples`, from labels alone, so the stream knows
+    before it starts which maps to keep)."""
+    order = np.argsort(labels, kind="stable")
+    return order[np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).astype(int))]
+
+
+class _ClassFigure:
+    """Running per-class sums behind `plot_class_cams` (float32 maps, as that function averages
+    the float32 maps it is given; the faces fitted to the map size; the raw masks), so the
+    figure is drawn from class means without the per-image maps, pixel for pixel the same."""
+
+    def __init__(self, n_classes: int):
+        self.n = np.zeros(n_classes, np.int64)
+        self.cam_sum: np.ndarray | None = None  # (C, S, S) float32
+        self.face_sum: np.ndarray | None = None  # (C, S, S, 3) int64
+        self.mask_sum: np.ndarray | None = None  # (C, R, S, S) int64
+
+    def add(self, cams: np.ndarray, faces: np.ndarray, masks: np.ndarray, labels: Any) -> None:
+        from fer.report.plots import _fit
+
+        fitted = [_fit(f, cams.shape[-1]) for f in faces]  # uint8, summed into int64
+        if self.cam_sum is None:
+            c = len(self.n)
+            self.cam_sum = np.zeros((c, *cams.shape[1:]), cams.dtype)
+            self.face_sum = np.zeros((c, *fitted[0].shape), np.int64)
+            self.mask_sum = np.zeros((c, *masks.shape[1:]), np.int64)
+        for j, label in enumerate(np.asarray(labels)):
+            i = int(label)
+            if 0 <= i < len(self.n):
+                self.n[i] += 1
+                self.cam_sum[i] += cams[j]  # image by image: numpy's mean(axis=0) order
+                self.face_sum[i] += fitted[j]
+                self.mask_sum[i] += masks[j]
+
+    def plot(
+        self,
+        classes: list[str],
+        path: Path,
+        title: str = "",
+        scores: dict[str, float] | None = None,
+    ) -> Path:
+        """`fer.report.plots.plot_class_means` from the class sums."""
+        from fer.report.plots import plot_class_means
+
+        means = {
+            i: (self.cam_sum[i] / k, self.face_sum[i] / k, self.mask_sum[i] / k, int(k))
+            for i, k in enumerate(self.n)
+            if k > 0
+        }
+        return plot_class_means(means, classes, path, title, scores)
+
+
+class CamEvaluation:
+    """The CAM half of one dataset's evaluation, from one streamed pass
+    (`stream_cam_evaluation`): the overlap readings and the sanity check as JSON-ready dicts,
+    the per-image predictions, and what the two figures need (class sums, example images).
+
+    Attributes:
+        overlap: {"class_mean", "per_image", "baselines": {"gaussian", "random"},
+            "by_prediction": {"correct", "incorrect"}} as `class_mean_overlap` /
+            `per_image_overlap` give them over the whole dataset.
+        randomisation: {"spearman_mean", "n", "n_nan"}: trained vs re-initialised maps.
+        index, labels, preds: (N,) dataset rows, labels and CAM-pass predictions.
+    """
+
+    def __init__(
+        self,
+        overlap: dict[str, Any],
+        randomisation: dict[str, Any],
+        index: np.ndarray,
+        labels: np.ndarray,
+        preds: np.ndarray,
+        figure: _ClassFigure,
+        examples: list[tuple[np.ndarray, ...]],
+    ):
+        self.overlap = overlap
+        self.randomisation = randomisation
+        self.index, self.labels, self.preds = index, labels, preds
+        self._figure = figure
+        self._examples = examples
+
+    def plot_class_cams(
+        self,
+        classes: list[str],
+        path: Path,
+        title: str = "",
+        scores: dict[str, float] | None = None,
+    ) -> Path:
+        """`plot_class_cams` of every image streamed (from the running class sums)."""
+        return self._figure.plot(classes, path, title, scores)
+
+    def plot_examples(self, classes: list[str], path: Path, title: str = "") -> Path:
+        """`plot_cam_examples` of every image streamed: the kept images are exactly the ones it
+        picks, passed in its order, so on them it picks them all."""
+        from fer.report.plots import plot_cam_examples
+
+        if not self._examples:
+            raise ValueError("no example images were kept (stream with examples=...)")
+        cams, faces, masks, labels, preds = (np.stack(a) for a in zip(*self._examples, strict=True))
+        return plot_cam_examples(cams, faces, masks, labels, preds, classes, path, title=title)
+
+
+def stream_cam_evaluation(
+    net: Any,
+    random_net: Any,
+    batches: Any,
+    classes: list[str],
+    images: np.ndarray,
+    *,
+    method: str = "gradcam",
+    target: str = "label",
+    layer: str | None = None,
+    threshold: float = 0.5,
+    regions: list[str] | None = None,
+    show_faces: bool = False,
+    examples: Any = (),
+) -> CamEvaluation:
+    """Grad-CAM overlap of one dataset in a single pass over its batches.
+
+    Per batch, the trained and the randomised model explain the same images; only per-image
+    scalars (overlap scores of the maps and of both baselines, the rank correlation of the two
+    models' maps), running class sums (`ClassMeans`, `_ClassFigure`) and the maps of the
+    `examples` (loader positions, see `example_rows`) outlive the batch. Every number equals
+    the whole-array computation (`class_mean_overlap`, `per_image_overlap` and `spearman_maps`
+    over all maps; the random baseline drawn batch after batch from one seeded generator is
+    the same stream).
+
+    `images` are the dataset's faces by row (`dataset.faces.images`); without `show_faces`
+    the figures get a blank grey face instead.
+    """
+    from fer.explain.cam import iter_cams
+    from fer.explain.overlap import (
+        ClassMeans,
+        PerImageTable,
+        gaussian_baseline,
+        nan_mean,
+        random_baseline,
+        spearman_maps,
+    )
+
+    rng = np.random.default_rng(0)  # the random baseline
+    means = ClassMeans(classes, regions)
+    figure = _ClassFigure(len(classes))
+    tables: dict[str, list[Any]] = {"cam": [], "gaussian": [], "random": []}
+    rho, index, labels, preds = [], [], [], []
+    wanted = {int(r): k for k, r in enumerate(examples)}
+    kept: list[Any] = [None] * len(wanted)
+    seen = 0
+    for b in iter_cams(net, batches, method, target, layer, others=[random_net]):
+        shape = b.cams.shape
+        gauss = np.broadcast_to(gaussian_baseline(shape[1:]), shape)  # one map, every image
+        tables["cam"].append(PerImageTable.from_maps(b.cams, b.masks, threshold, regions))
+        tables["gaussian"].append(PerImageTable.from_maps(gauss, b.masks, threshold, regions))
+        tables["random"].append(
+            PerImageTable.from_maps(random_baseline(shape, rng), b.masks, threshold, regions)
+        )
+        # Adebayo et al.: the same maps from a re-initialised copy must change (rho << 1).
+        rho.append(np.atleast_1d(spearman_maps(b.cams, b.others[0])))
+        means.add(b.cams, b.masks, b.labels)
+        faces = np.asarray(images[b.index])
+        if not show_faces:  # the licence does not allow showing its faces: maps and ROI only
+            faces = np.full(faces.shape, 128, np.uint8)
+        figure.add(b.cams, faces, b.masks, b.labels)
+        for j in range(shape[0]):
+            k = wanted.get(seen + j)
+            if k is not None:
+                kept[k] = (
+                    b.cams[j].copy(),
+                    faces[j].copy(),
+                    b.masks[j].copy(),
+                    b.labels[j],
+                    b.preds[j],
+                )
+        index.append(b.index)
+        labels.append(b.labels)
+        preds.append(b.preds)
+        seen += shape[0]
+    if not seen:
+        raise ConfigError("no images to explain (an empty subset)")
+    index, labels, preds = (np.concatenate(a) for a in (index, labels, preds))
+    table = PerImageTable.concat(tables["cam"])
+    correct = preds == labels
+    mean, n, n_nan = nan_mean(np.concatenate(rho))
+    overlap = {
+        "class_mean": means.overlap(threshold),
+        "per_image": table.overlap(),
+        "baselines": {
+            key: PerImageTable.concat(tables[key]).overlap() for key in ("gaussian", "random")
+        },
+        "by_prediction": {
+            key: table.select(sel).overlap() if sel.any() else None
+            for key, sel in (("correct", correct), ("incorrect", ~correct))
+        },
+    }
+    return CamEvaluation(
+        overlap,
+        {"spearman_mean": mean, "n": n, "n_nan": n_nan},
+        index,
+        labels,
+        preds,
+        figure,
+        [e for e in kept if e is not None],
+    )
 
 
 def _log_wandb(

@@ -2,18 +2,22 @@
 
 Traps handled here (../shared/STYLE.md §3, §7): one target *per image*
 (`ClassifierOutputTarget(y)` for each y — one target for a batch silently gives image 0's
-gradients to all); CAMs need gradients, so this runs outside Lightning's `inference_mode`;
-the CAM object switches the model to eval mode and never restores it, so we do; its context
-manager swallows `IndexError`, so nothing but the package call sits inside it; the default
+gradients to all); CAMs need gradients, so this runs outside Lightning's `inference_mode`
+(grad mode is switched on around each package call only, never across a `yield`); the CAM
+object switches the model to eval mode and never restores it, so we do; its context manager
+swallows `IndexError`, so it is not used: the hooks are released in a `finally`; the default
 target layer is the ReLU after the last conv (on the conv itself CPU and GPU maps differ).
 
 Each map is min–max normalised per image by the package (values in [0, 1]) and resized to the
 model's input resolution.
+
+`iter_cams` yields one batch at a time (evaluation streams: it never holds more than one batch
+of maps); `compute_cams` collects every batch (small sets, prediction, tests, benchmarks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +62,20 @@ class CamResult:
     masks: np.ndarray  # (N, R, H, W) ROI masks of the same images, at input resolution
 
 
+@dataclass
+class CamBatch:
+    """One batch of `iter_cams`: the fields of `CamResult` for B images, plus `others`, the
+    maps (B, H, W) of each further model on the same images (same method, target rule and
+    layer name; with target "pred" each model explains its own prediction)."""
+
+    cams: np.ndarray  # (B, H, W) float32 in [0, 1]
+    labels: np.ndarray
+    preds: np.ndarray
+    index: np.ndarray
+    masks: np.ndarray  # (B, R, H, W)
+    others: tuple[np.ndarray, ...] = ()
+
+
 def default_target_layer(net: nn.Module) -> nn.Module:
     """The activation right after the backbone's last conv (the conv itself when none)."""
     conv = last_conv(net)
@@ -83,6 +101,71 @@ def resolve_layer(net: nn.Module, name: str | None) -> nn.Module:
         raise ConfigError(f"eval.cam_layer={name!r} is not a module of {kind}") from None
 
 
+def iter_cams(
+    net: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    method: str = "gradcam",
+    target: str = "label",
+    layer: str | None = None,
+    others: Sequence[nn.Module] = (),
+) -> Iterator[CamBatch]:
+    """CAMs of every image the loader yields, one `CamBatch` per batch, per-image targets.
+
+    The loader is read once; `others` (e.g. the randomised model of the sanity check) are
+    explained on the same batch, so nothing is loaded twice and no map outlives its batch
+    here. Arguments are checked at the call; the models are set to eval mode while the
+    iterator runs and restored (hooks released) when it ends, fails or is closed.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"eval.cam_method={method!r}: allowed {list(METHODS)}")
+    if target not in TARGETS:
+        raise ConfigError(f"eval.cam_target={target!r}: allowed {list(TARGETS)}")
+    models = [net, *others]
+    layers = [resolve_layer(m, layer) for m in models]
+    return _cam_batches(models, layers, batches, method, target)
+
+
+def _cam_batches(
+    models: list[nn.Module],
+    layers: list[nn.Module],
+    batches: Iterable[dict[str, Any]],
+    method: str,
+    target: str,
+) -> Iterator[CamBatch]:
+    modes = [m.training for m in models]
+    devices = [next(m.parameters()).device for m in models]
+    cams: list[Any] = []
+    try:
+        for m in models:
+            m.eval()
+        cams = [
+            METHODS[method](model=m, target_layers=[t]) for m, t in zip(models, layers, strict=True)
+        ]
+        for batch in batches:
+            y = batch["label"]
+            targets = (
+                [ClassifierOutputTarget(int(t)) for t in y] if target == "label" else None
+            )  # None: the package targets each image's argmax
+            maps = []
+            for cam, device in zip(cams, devices, strict=True):
+                x = batch["image"].to(device)
+                with torch.enable_grad():
+                    maps.append(np.asarray(cam(input_tensor=x, targets=targets), np.float32))
+            yield CamBatch(
+                maps[0],
+                y.numpy(),
+                cams[0].outputs.argmax(1).cpu().numpy(),
+                np.asarray(batch["index"]),
+                batch["mask"].numpy(),
+                tuple(maps[1:]),
+            )
+    finally:
+        for cam in cams:
+            cam.activations_and_grads.release()
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+
+
 def compute_cams(
     net: nn.Module,
     batches: Iterable[dict[str, Any]],
@@ -91,37 +174,12 @@ def compute_cams(
     layer: str | None = None,
 ) -> CamResult:
     """CAMs of every image the loader yields, batch by batch, with per-image targets."""
-    if method not in METHODS:
-        raise ConfigError(f"eval.cam_method={method!r}: allowed {list(METHODS)}")
-    if target not in TARGETS:
-        raise ConfigError(f"eval.cam_target={target!r}: allowed {list(TARGETS)}")
-    was_training = net.training
-    target_layer = resolve_layer(net, layer)
-    device = next(net.parameters()).device
-    cams, labels, preds, index, masks = [], [], [], [], []
-    try:
-        net.eval()
-        with torch.enable_grad(), METHODS[method](model=net, target_layers=[target_layer]) as cam:
-            for batch in batches:
-                x = batch["image"].to(device)
-                y = batch["label"]
-                targets = (
-                    [ClassifierOutputTarget(int(t)) for t in y] if target == "label" else None
-                )  # None: the package targets each image's argmax
-                maps = cam(input_tensor=x, targets=targets)
-                cams.append(np.asarray(maps, dtype=np.float32))
-                preds.append(cam.outputs.argmax(1).cpu().numpy())
-                labels.append(y.numpy())
-                index.append(np.asarray(batch["index"]))
-                masks.append(batch["mask"].numpy())
-    finally:
-        net.train(was_training)
-    if not cams:
+    parts = list(iter_cams(net, batches, method, target, layer))
+    if not parts:
         raise ConfigError("no images to explain (an empty subset)")
     return CamResult(
-        np.concatenate(cams),
-        np.concatenate(labels),
-        np.concatenate(preds),
-        np.concatenate(index),
-        np.concatenate(masks),
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("cams", "labels", "preds", "index", "masks")
+        )
     )

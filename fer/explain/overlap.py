@@ -353,33 +353,39 @@ def _check(cams: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- protocols
+#
+# Both readings are built from running state — class sums, per-image scalars — so an
+# evaluation can feed them one batch at a time (`ClassMeans.add`, `PerImageTable.concat`)
+# and never hold a dataset's maps; the whole-array functions below are that, fed at once.
 
 
 def _class_mean(
-    cams: np.ndarray,
-    roi: np.ndarray,
-    labels: np.ndarray,
+    cam_sum: np.ndarray,
+    roi_count: np.ndarray,
+    n: np.ndarray,
     classes: Sequence[str],
     threshold: float,
     mask_threshold: float,
 ) -> dict[str, Any]:
+    """Class-mean DICE/IoU from per-class sums: maps (C, H, W) float64, ROI pixel counts
+    (C, H, W) and image counts (C,)."""
     d_pc: dict[str, float] = {}
     j_pc: dict[str, float] = {}
     detail: dict[str, dict[str, Any]] = {}
-    for c, sel in _class_rows(labels, classes):
-        n = int(sel.sum())
-        if n == 0:
+    for i, c in enumerate(classes):
+        k = int(n[i])
+        if k == 0:
             d_pc[c] = j_pc[c] = float("nan")
             detail[c] = {"n_images": 0, "cam_area": float("nan"), "roi_area": float("nan")}
             continue
-        mean_cam = cams[sel].mean(axis=0)
+        mean_cam = cam_sum[i] / k
         pred = binarize(renormalize(mean_cam), threshold)
-        mask = roi[sel].mean(axis=0) >= mask_threshold
+        mask = roi_count[i] / k >= mask_threshold
         d_pc[c], j_pc[c] = dice(pred, mask), iou(pred, mask)
         if not np.isfinite(mean_cam).all():  # a NaN map poisons its class, never scores 0
             d_pc[c] = j_pc[c] = float("nan")
         detail[c] = {
-            "n_images": n,
+            "n_images": k,
             "cam_area": float(pred.mean()),
             "roi_area": float(mask.mean()),
         }
@@ -399,6 +405,87 @@ def _class_rows(labels: np.ndarray, classes: Sequence[str]) -> list[tuple[str, n
     raise ValueError(f"labels must be class indices or names, got dtype {labels.dtype}")
 
 
+class ClassMeans:
+    """Running per-class sums behind `class_mean_overlap`, fed one batch at a time.
+
+    Holds, per class, the sum of the maps (float64), how many images' ROI (and each region)
+    covers each pixel, and the image count: (C, H, W) arrays, never a per-image map. Maps
+    are added image by image in arrival order — the order numpy's `mean(axis=0)` adds in —
+    so the result equals the whole-array computation bit for bit.
+
+    Args:
+        classes: class names, in the order of the model's outputs.
+        regions: channels forming the ROI (names or indices); None = all channels.
+    """
+
+    def __init__(self, classes: Sequence[str], regions: Sequence[str | int] | None = None):
+        self.classes = list(classes)
+        self.regions = None if regions is None else list(regions)
+        self.n = np.zeros(len(self.classes), np.int64)
+        self.cam_sum: np.ndarray | None = None  # (C, H, W) float64
+        self.roi_count: np.ndarray | None = None  # (C, H, W) int64
+        self.region_count: np.ndarray | None = None  # (C, R, H, W) int64; None: (N, H, W) ROI
+
+    def add(self, cams: Any, masks: Any, labels: Any) -> ClassMeans:
+        """Add a batch: cams (B, H, W), masks (B, R, H, W) or an ROI (B, H, W), labels (B,)."""
+        cams, masks = _check(cams, masks)
+        labels = np.asarray(labels)
+        if labels.shape != (cams.shape[0],):
+            raise ValueError(f"labels {labels.shape} do not match {cams.shape[0]} CAMs")
+        roi = roi_union(masks, self.regions)
+        c, hw = len(self.classes), cams.shape[-2:]
+        if self.cam_sum is None:
+            self.cam_sum = np.zeros((c, *hw))
+            self.roi_count = np.zeros((c, *hw), np.int64)
+            if masks.ndim == 4:
+                self.region_count = np.zeros((c, masks.shape[1], *hw), np.int64)
+        elif (
+            self.cam_sum.shape[1:] != hw
+            or (self.region_count is None) != (masks.ndim == 3)
+            or (self.region_count is not None and self.region_count.shape[1] != masks.shape[1])
+        ):
+            raise ValueError(f"masks {masks.shape} / cams {cams.shape} differ from earlier ones")
+        for i, (_, sel) in enumerate(_class_rows(labels, self.classes)):
+            rows = np.flatnonzero(sel)
+            if not rows.size:
+                continue
+            self.n[i] += rows.size
+            for r in rows:  # one image at a time: numpy's summation order, see above
+                self.cam_sum[i] += cams[r]
+            self.roi_count[i] += roi[rows].sum(axis=0)
+            if self.region_count is not None:
+                self.region_count[i] += _binary(masks[rows]).sum(axis=0)
+        return self
+
+    def overlap(self, threshold: float = 0.5, mask_threshold: float = 0.5) -> dict[str, Any]:
+        """The result of `class_mean_overlap` over every image added so far."""
+        if self.cam_sum is None:
+            raise ValueError("no maps added")
+        out = _class_mean(
+            self.cam_sum, self.roi_count, self.n, self.classes, threshold, mask_threshold
+        )
+        out["per_region"] = {}
+        if self.region_count is not None:
+            for i in range(self.region_count.shape[1]):
+                part = _class_mean(
+                    self.cam_sum,
+                    self.region_count[:, i],
+                    self.n,
+                    self.classes,
+                    threshold,
+                    mask_threshold,
+                )
+                out["per_region"][_region_name(i)] = {"dice": part["dice"], "iou": part["iou"]}
+        out["threshold"] = float(threshold)
+        out["mask_threshold"] = float(mask_threshold)
+        out["regions"] = (
+            [_region_name(i) for i in region_indices(self.regions, self.region_count.shape[1])]
+            if self.region_count is not None
+            else None
+        )
+        return out
+
+
 def class_mean_overlap(
     cams: Any,
     masks: Any,
@@ -413,7 +500,8 @@ def class_mean_overlap(
     Per class: the mean of the class's per-image CAMs (each in [0, 1]), re-normalised to
     [0, 1] (`renormalize`), binarised at `cam >= threshold`, against the class-mean ROI
     (mean of the images' binary ROI unions) binarised at `>= mask_threshold`. The headline
-    is the mean over classes. Higher is better.
+    is the mean over classes. Higher is better. (`ClassMeans` computes the same batch by
+    batch.)
 
     Args:
         cams: (N, H, W) per-image maps in [0, 1].
@@ -434,26 +522,7 @@ def class_mean_overlap(
     whose mean map is constant) re-normalises to all zeros, binarises to nothing and scores
     0.0 against a non-empty ROI. A class whose mean map has a NaN pixel is NaN.
     """
-    cams, masks = _check(cams, masks)
-    labels = np.asarray(labels)
-    if labels.shape != (cams.shape[0],):
-        raise ValueError(f"labels {labels.shape} do not match {cams.shape[0]} CAMs")
-    out = _class_mean(cams, roi_union(masks, regions), labels, classes, threshold, mask_threshold)
-    out["per_region"] = {}
-    if masks.ndim == 4:
-        for i in range(masks.shape[1]):
-            part = _class_mean(
-                cams, _binary(masks[:, i]), labels, classes, threshold, mask_threshold
-            )
-            out["per_region"][_region_name(i)] = {"dice": part["dice"], "iou": part["iou"]}
-    out["threshold"] = float(threshold)
-    out["mask_threshold"] = float(mask_threshold)
-    out["regions"] = (
-        [_region_name(i) for i in region_indices(regions, masks.shape[1])]
-        if masks.ndim == 4
-        else None
-    )
-    return out
+    return ClassMeans(classes, regions).add(cams, masks, labels).overlap(threshold, mask_threshold)
 
 
 #: Keys of `per_image_scores` / `per_image_overlap`, in reporting order.
@@ -499,6 +568,93 @@ def per_image_scores(cams: Any, roi: Any, threshold: float = 0.5) -> dict[str, n
     return {k: np.where(bad, np.nan, v) for k, v in scores.items()}
 
 
+class PerImageTable:
+    """Every per-image score of a set of maps, against the ROI and against each region alone:
+    what `per_image_overlap` averages. Scalars only, so a stream of batches keeps one table
+    per batch, joins them (`concat`) and summarises at the end (`overlap`), for all images
+    or a subset of them (`select`: correct vs incorrect predictions).
+
+    Attributes:
+        threshold: binarisation threshold the scores used.
+        roi: {key: (N,)} for each key in `PER_IMAGE_KEYS`, against the ROI union.
+        per_region: {region: {key: (N,)}} (empty for (N, H, W) masks).
+    """
+
+    def __init__(
+        self,
+        threshold: float,
+        roi: dict[str, np.ndarray],
+        per_region: dict[str, dict[str, np.ndarray]],
+    ):
+        self.threshold = float(threshold)
+        self.roi = roi
+        self.per_region = per_region
+
+    @classmethod
+    def from_maps(
+        cls,
+        cams: Any,
+        masks: Any,
+        threshold: float = 0.5,
+        regions: Sequence[str | int] | None = None,
+    ) -> PerImageTable:
+        """Scores of (N, H, W) maps against (N, R, H, W) masks or an (N, H, W) ROI."""
+        cams, masks = _check(cams, masks)
+        per_region = {}
+        if masks.ndim == 4:
+            for i in range(masks.shape[1]):
+                per_region[_region_name(i)] = per_image_scores(
+                    cams, _binary(masks[:, i]), threshold
+                )
+        return cls(
+            threshold, per_image_scores(cams, roi_union(masks, regions), threshold), per_region
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[PerImageTable]) -> PerImageTable:
+        """One table of consecutive batches' tables (same threshold and regions)."""
+        if not parts:
+            raise ValueError("no tables to join")
+        first = parts[0]
+        if any(
+            p.threshold != first.threshold or p.per_region.keys() != first.per_region.keys()
+            for p in parts
+        ):
+            raise ValueError("tables with different thresholds or regions")
+
+        def join(key: str, region: str | None = None) -> np.ndarray:
+            return np.concatenate(
+                [(p.roi if region is None else p.per_region[region])[key] for p in parts]
+            )
+
+        return cls(
+            first.threshold,
+            {k: join(k) for k in PER_IMAGE_KEYS},
+            {r: {k: join(k, r) for k in PER_IMAGE_KEYS} for r in first.per_region},
+        )
+
+    def __len__(self) -> int:
+        return len(self.roi[PER_IMAGE_KEYS[0]])
+
+    def select(self, rows: Any) -> PerImageTable:
+        """The table of a subset of the images (a boolean selector or row indices)."""
+        return PerImageTable(
+            self.threshold,
+            {k: v[rows] for k, v in self.roi.items()},
+            {r: {k: v[rows] for k, v in part.items()} for r, part in self.per_region.items()},
+        )
+
+    def overlap(self) -> dict[str, Any]:
+        """The result of `per_image_overlap`: NaN-skipping means over the table's images."""
+        out: dict[str, Any] = {k: summary(self.roi[k]) for k in PER_IMAGE_KEYS}
+        out["per_region"] = {
+            r: {k: summary(part[k]) for k in PER_IMAGE_KEYS} for r, part in self.per_region.items()
+        }
+        out["threshold"] = self.threshold
+        out["n_images"] = len(self)
+        return out
+
+
 def per_image_overlap(
     cams: Any,
     masks: Any,
@@ -510,7 +666,7 @@ def per_image_overlap(
     Higher is better for every score. Per image, against that image's own binary ROI:
     DICE and IoU of the map binarised at `threshold`; their area-matched variants (top-k
     pixels, k = the image's ROI area fraction); energy inside the ROI; the pointing game
-    (its mean is the hit rate).
+    (its mean is the hit rate). (`PerImageTable` keeps the per-image numbers, batch by batch.)
 
     Args:
         cams: (N, H, W) maps in [0, 1].
@@ -524,14 +680,4 @@ def per_image_overlap(
 
     Edge cases as `per_image_scores`; NaN images are skipped and counted per key.
     """
-    cams, masks = _check(cams, masks)
-    scores = per_image_scores(cams, roi_union(masks, regions), threshold)
-    out: dict[str, Any] = {k: summary(scores[k]) for k in PER_IMAGE_KEYS}
-    out["per_region"] = {}
-    if masks.ndim == 4:
-        for i in range(masks.shape[1]):
-            part = per_image_scores(cams, _binary(masks[:, i]), threshold)
-            out["per_region"][_region_name(i)] = {k: summary(part[k]) for k in PER_IMAGE_KEYS}
-    out["threshold"] = float(threshold)
-    out["n_images"] = int(cams.shape[0])
-    return out
+    return PerImageTable.from_maps(cams, masks, threshold, regions).overlap()

@@ -156,29 +156,46 @@ def plot_class_cams(
     title: str = "",
     scores: dict[str, float] | None = None,
 ) -> Path:
+    """Study A's figure from per-image arrays: cams (N, S, S) in [0, 1]; faces (N, H, W, 3)
+    uint8; masks (N, R, S, S); labels (N,) indices into `classes` (see `plot_class_means`)."""
+    means = {}
+    for i, _ in enumerate(classes):
+        sel = labels == i
+        if sel.any():
+            size = cams.shape[-1]
+            face = np.stack([_fit(f, size) for f in faces[sel]]).mean(axis=0)
+            means[i] = (cams[sel].mean(axis=0), face, masks[sel].mean(axis=0), int(sel.sum()))
+    return plot_class_means(means, classes, path, title, scores)
+
+
+def plot_class_means(
+    means: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]],
+    classes: list[str],
+    path: str | Path,
+    title: str = "",
+    scores: dict[str, float] | None = None,
+) -> Path:
     """Study A's figure: per class, the class-mean CAM (re-normalised) over the class-mean face,
     with the class-mean ROI (each region's mean mask >= 0.5) outlined.
 
-    cams (N, S, S) in [0, 1]; faces (N, H, W, 3) uint8; masks (N, R, S, S); labels (N,)
-    indices into `classes`; `scores` (class -> DICE) goes under each panel when given.
+    `means`: class index -> (mean CAM (S, S), mean face fitted to S (S, S, 3), mean masks
+    (R, S, S), n) — from whole arrays (`plot_class_cams`) or from running sums (streamed
+    evaluation); `scores` (class -> DICE) goes under each panel when given.
     """
     from fer.labels import REGIONS
 
-    present = [(i, c) for i, c in enumerate(classes) if (labels == i).any()]
+    present = [(i, c) for i, c in enumerate(classes) if i in means]
     fig, axes = plt.subplots(1, max(len(present), 1), figsize=(1.7 * max(len(present), 1), 2.4))
     axes = np.atleast_1d(axes)
     for ax, (i, c) in zip(axes, present, strict=False):
-        sel = labels == i
-        mean_cam = cams[sel].mean(axis=0)
+        mean_cam, mean_face, mean_masks, n = means[i]
         span = mean_cam.max() - mean_cam.min()
         mean_cam = (mean_cam - mean_cam.min()) / span if span > 0 else np.zeros_like(mean_cam)
-        size = mean_cam.shape[-1]
-        face = np.stack([_fit(f, size) for f in faces[sel]]).mean(axis=0).astype(np.uint8)
-        roi = (masks[sel].mean(axis=0) >= 0.5).astype(np.uint8)
-        ax.imshow(overlay(face, mean_cam, roi))
+        roi = (mean_masks >= 0.5).astype(np.uint8)
+        ax.imshow(overlay(mean_face.astype(np.uint8), mean_cam, roi))
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{DISPLAY.get(c, c)} (n={int(sel.sum())})", fontsize=7)
+        ax.set_title(f"{DISPLAY.get(c, c)} (n={n})", fontsize=7)
         if scores is not None and c in scores and scores[c] is not None:
             ax.set_xlabel(f"DICE {scores[c]:.2f}", fontsize=7)
     for ax in axes[len(present) :]:
