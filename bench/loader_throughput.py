@@ -7,13 +7,16 @@ and the trainer's precision on a resident random batch (`bench/train_throughput.
 end-to-end: the loader feeding those training steps in one loop (with num_workers=0 the two
 run one after the other in the same process, so 1/e2e ~ 1/loader + 1/model).
 ratio = loader / model: >= 1 means the loader is not the bottleneck.
+--on-device: `datamodule.on_device=true`: the loader yields index batches and the images are
+built on `--device` in batches with torch ops (fer/data/on_device.py); on the CPU that is the
+cost of the batched torch augmentation itself.
 
 Configs (train.yaml overrides; init=glorot: the measured cost does not depend on the init):
   small_vgg              the quick default (small_vgg 48x48 grey on synthetic_lab)
   arabian2022_synthetic  study A's synthetic twin (experiment=arabian2022_synthetic)
 
     .venv/bin/python bench/loader_throughput.py [--configs small_vgg arabian2022_synthetic]
-        [--workers 0 2] [--device cpu|cuda] [--override model=small_vgg_cbam ...]
+        [--workers 0 2] [--device cpu|cuda] [--on-device] [--override model=small_vgg_cbam ...]
     on a GPU: --device cuda --override trainer=gpu   (bf16-mixed, 4 workers, pinned memory)
 """
 
@@ -72,17 +75,24 @@ def batches(loader: Any, sampler: Any) -> Any:
         sampler.set_epoch(epoch)
 
 
+def on_device(dm: Any, b: dict, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A train batch's images and labels on `device`; index batches (datamodule.on_device)
+    move their indices and have the images built there, as Lightning's hook does."""
+    if "image" not in b:
+        b = dm.on_after_batch_transfer({k: v.to(device) for k, v in b.items()}, 0)
+        return b["image"], b["label"]
+    pin = bool(dm.pin_memory)
+    return b["image"].to(device, non_blocking=pin), b["label"].to(device, non_blocking=pin)
+
+
 def loader_rate(dm: Any, device: str, min_time: float) -> tuple[float, int]:
     """(images/s, batches timed) of the train loader, each batch moved to `device`."""
     it = batches(dm.train_dataloader(), dm.train_sampler)
-    pin = bool(dm.pin_memory)
-    next(it)  # worker start-up and first fetch: warm-up
+    on_device(dm, next(it), device)  # worker start-up, first fetch (or upload): warm-up
     n = images = 0
     t0 = time.perf_counter()
     while n < 3 or time.perf_counter() - t0 < min_time:
-        b = next(it)
-        x = b["image"].to(device, non_blocking=pin)
-        b["label"].to(device, non_blocking=pin)
+        x, _ = on_device(dm, next(it), device)
         images += len(x)
         n += 1
     if device == "cuda":
@@ -101,16 +111,14 @@ def end_to_end_rate(dm: Any, cfg: Any, device: str, min_time: float) -> float:
     opt = make_optimizer(optimizer_of(cfg), net.parameters())
     step = train_step_fn(net, opt, device, precision_of(cfg), channels_last=False)
     it = batches(dm.train_dataloader(), dm.train_sampler)
-    pin = bool(dm.pin_memory)
     for _ in range(2):  # warm-up: worker start, first steps
-        b = next(it)
-        step(b["image"].to(device, non_blocking=pin), b["label"].to(device, non_blocking=pin))
+        step(*on_device(dm, next(it), device))
     n = images = 0
     t0 = time.perf_counter()
     while n < 3 or time.perf_counter() - t0 < min_time:
-        b = next(it)
-        step(b["image"].to(device, non_blocking=pin), b["label"].to(device, non_blocking=pin))
-        images += len(b["label"])
+        x, y = on_device(dm, next(it), device)
+        step(x, y)
+        images += len(y)
         n += 1
     if device == "cuda":
         torch.cuda.synchronize()
@@ -126,6 +134,7 @@ def measure(
     min_time: float,
     e2e: bool,
     repeats: int = 1,
+    device_data: bool = False,
 ) -> dict[str, Any]:
     """One config: loader, model and end-to-end images/s (each the best of `repeats`)."""
     from omegaconf import OmegaConf, open_dict
@@ -138,6 +147,7 @@ def measure(
             cfg.datamodule.num_workers = workers
         if device == "cuda":
             cfg.datamodule.pin_memory = True
+        cfg.datamodule.on_device = device_data
     dm = make_datamodule(cfg)
     t = time.perf_counter()
     dm.setup("fit")
@@ -161,7 +171,8 @@ def measure(
         "size": int(model_cfg["input"]["size"]),
         "channels": int(model_cfg["input"]["channels"]),
         "batch": int(cfg.datamodule.batch_size),
-        "num_workers": int(cfg.datamodule.num_workers),
+        "num_workers": 0 if device_data else int(cfg.datamodule.num_workers),
+        "on_device": device_data,
         "device": device,
         "threads": torch.get_num_threads(),
         "precision": precision_of(cfg),
@@ -190,6 +201,9 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=3.0, help="seconds timed per measurement")
     ap.add_argument("--repeats", type=int, default=1, help="timed windows each (fastest)")
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end measurement")
+    ap.add_argument(
+        "--on-device", action="store_true", help="datamodule.on_device=true (augment on --device)"
+    )
     ap.add_argument("--out", default="bench/results", help="folder for loader_throughput.json")
     args = ap.parse_args()
 
@@ -209,12 +223,14 @@ def main() -> None:
                 args.min_time,
                 not args.no_e2e,
                 args.repeats,
+                args.on_device,
             )
             rows.append(r)
             e2e = r["end_to_end_images_per_s"]
             print(
                 f"{name:<22} {r['model']:<15} {r['size']:>4} {r['batch']:>5} "
-                f"{r['num_workers']:>7} {r['precision']:<4} {r['loader_images_per_s']:>12.1f} "
+                f"{'device' if r['on_device'] else r['num_workers']:>7} {r['precision']:<4} "
+                f"{r['loader_images_per_s']:>12.1f} "
                 f"{r['model_images_per_s']:>11.1f} {r['ratio']:>6.2f} "
                 f"{'' if e2e is None else f'{e2e:.1f}':>9}",
                 flush=True,

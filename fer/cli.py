@@ -36,6 +36,8 @@ def user_message(e: BaseException) -> str | None:
     traceback is wanted."""
     if isinstance(e, FerError):
         return str(e)
+    if type(e).__name__ == "InstantiationException" and isinstance(e.__cause__, FerError):
+        return str(e.__cause__)  # our check raised inside a constructor Hydra instantiated
     if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
         if e.filename:
             return (

@@ -21,6 +21,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer.data import splits
+from fer.data.on_device import DeviceTrainData
 from fer.data.preprocess import FaceArrays, load_faces, settings_from
 from fer.errors import ConfigError, DataError
 from fer.labels import REGIONS, check_classes
@@ -217,6 +218,8 @@ class FERDataModule(L.LightningDataModule):
         augment: Sequence[Any] = (),
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        on_device: bool = False,
+        on_device_max_gb: float = 8.0,
     ) -> None:
         super().__init__()
         self.data_cfgs = {"source": data, **({"target": target} if target else {})}
@@ -233,6 +236,11 @@ class FERDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.augment = num_workers, list(augment or [])
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        # on_device: training batches built on the model's device (fer/data/on_device.py);
+        # setup refuses an augmentation it cannot reproduce (a ConfigError raised here would
+        # reach the user wrapped in Hydra's InstantiationException, with a traceback)
+        self.on_device, self.on_device_max_gb = bool(on_device), float(on_device_max_gb)
+        self.device_data: DeviceTrainData | None = None
         self._epoch = 0
         self.parts: dict[str, DatasetPart] = {}
 
@@ -412,6 +420,10 @@ class FERDataModule(L.LightningDataModule):
         self.score_subset = which
         self.train_sampler = EpochSampler(len(self.train_set), self.seed)
         self.train_sampler.set_epoch(self._epoch)
+        if self.on_device:
+            self.device_data = DeviceTrainData(
+                trained, self.augment, self.input, self.seed, self.on_device_max_gb
+            )
 
     def _dedupe(self) -> None:
         """`dedupe: true` in a trained dataset's config: drop its training images that
@@ -469,7 +481,19 @@ class FERDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.train_sampler.shard(*self._rank_world())
+        if self.device_data is not None:  # index batches; images built in on_after_batch_transfer
+            return self.device_data.loader(self.train_sampler, self.batch_size)
         return self._loader(self.train_set, batch_size=self.batch_size, sampler=self.train_sampler)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # validation and scoring batches arrive with their images (CPU path)
+        if self.device_data is not None and "image" not in batch:
+            return self.device_data.build(batch)
+        return batch
+
+    def teardown(self, stage: str) -> None:
+        if self.device_data is not None:
+            self.device_data.release()
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
