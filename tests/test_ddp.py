@@ -138,18 +138,12 @@ def test_two_process_run_counts_every_validation_image_once(tmp_path):
 @pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
     """2 processes at per-process batch 16 vs 1 process at batch 32, same epoch order: final
-    validation accuracy within 2 points."""
-    one = _train(
-        tmp_path / "one", "trainer.max_epochs=4", "datamodule.batch_size=32", subjects=24, k=4
-    )
-    two = _train(
-        tmp_path / "two",
-        "trainer.max_epochs=4",
-        *CPU_DDP,
-        "datamodule.batch_size=16",
-        subjects=24,
-        k=4,
-    )
+    validation accuracy within 2 points. Dropout off: its masks are drawn per process batch,
+    so they cannot match between the two splits (measured with dropout 0.5: 50.0 % vs
+    57.1 % after 4 epochs on 24 subjects — chaos, not sharding)."""
+    same = ["trainer.max_epochs=4", "model.dropout=0"]
+    one = _train(tmp_path / "one", *same, "datamodule.batch_size=32", subjects=24, k=4)
+    two = _train(tmp_path / "two", *same, *CPU_DDP, "datamodule.batch_size=16", subjects=24, k=4)
     a, b = one["val"]["acc"], two["val"]["acc"]
     print(f"1 process: {a:.4f}  2 processes: {b:.4f}")
     assert one["val"]["n"] == two["val"]["n"]
