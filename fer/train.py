@@ -39,6 +39,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 _clear_run(run_dir)
             elif runs.is_finished(run_dir, resolved):
                 print(f"already finished: {run_dir}")
+                _finish_compaction(run_dir, cfg)
                 return runs.read_json_metrics(run_dir)
             runs.ensure_config(run_dir, resolved)
             return _fit(cfg, run_dir, resolved)
@@ -69,11 +70,16 @@ def _resume_checkpoint(run_dir: Path) -> Path | None:
     if not last.exists():
         return None
     try:
-        load_checkpoint(last)
+        state = load_checkpoint(last)
     except DataError as e:
         bad = last.with_suffix(".ckpt.corrupt")
         last.replace(bad)
         log.warning("%s; moved to %s, training from the start", e, bad.name)
+        return None
+    if not state.get("optimizer_states"):  # weights only (an older fer's compaction): no resume
+        aside = last.with_suffix(".ckpt.weights-only")
+        last.replace(aside)
+        log.warning("%s holds weights only; moved to %s, training from the start", last, aside.name)
         return None
     return last
 
@@ -198,8 +204,11 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
             "memory": peak_memory(),
             "finished_at": runs.now(),
         }
-        _keep_reported(run_dir, reported, cfg.train.keep_checkpoints, save_weights_only)
+        # metrics.json first: a kill between the two leaves a finished run with its full
+        # checkpoints (compacted on the next visit), never a weights-only last.ckpt without
+        # metrics.json, which could not be resumed (no optimizer state)
         runs.write_metrics(run_dir, metrics)
+        _keep_reported(run_dir, reported, cfg.train.keep_checkpoints, save_weights_only)
         exit_code = 0
         summary = "  ".join(f"{n}={v['acc']:.3f}" for n, v in scores.items())
         print(
@@ -252,13 +261,28 @@ def peak_memory() -> dict[str, Any]:
 
 
 def _keep_reported(run_dir: Path, reported: Path, keep: str, save_weights_only: Any) -> None:
-    """Finished runs keep only the reported checkpoint, weights only (unless keep=all)."""
+    """Finished runs keep only the reported checkpoint, weights only (unless keep=all).
+    The reported one is rewritten first, the other deleted last: while the other exists the
+    compaction may be unfinished (`_finish_compaction`)."""
     if keep == "all":
         return
     save_weights_only(reported, reported)
     for other in ("last.ckpt", "best.ckpt"):
         if other != reported.name:
             (run_dir / other).unlink(missing_ok=True)
+
+
+def _finish_compaction(run_dir: Path, cfg: DictConfig) -> None:
+    """Redo `_keep_reported` for a finished run killed during it (the other checkpoint is
+    still there); nothing to do, and nothing read, otherwise."""
+    if cfg.train.keep_checkpoints == "all":
+        return
+    reported = run_dir / f"{cfg.eval.checkpoint}.ckpt"
+    other = run_dir / ("best.ckpt" if reported.name == "last.ckpt" else "last.ckpt")
+    if other.exists() and reported.exists():
+        from fer.checkpoint_io import save_weights_only
+
+        _keep_reported(run_dir, reported, cfg.train.keep_checkpoints, save_weights_only)
 
 
 def make_datamodule(cfg: DictConfig) -> Any:
