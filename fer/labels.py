@@ -22,6 +22,26 @@ CANONICAL: tuple[str, ...] = (
 SIX_BASIC: tuple[str, ...] = CANONICAL[:6]
 SEVEN: tuple[str, ...] = CANONICAL[:7]
 
+#: Pretraining data's own classes (DESIGN.md "The synthetic ImageNet stand-in"): not emotions.
+#: A run trained on them only provides weights for other runs and is never evaluated as FER
+#: data; they are listed here so the class check accepts such a list explicitly, never mixed
+#: with emotion classes. `fer.data.procedural` draws the objects.
+OBJECTS: tuple[str, ...] = (
+    "disc",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "arrow",
+    "house",
+    "tree",
+    "stripes",
+    "checker",
+    "dots",
+)
+PRETRAINING_CLASSES: dict[str, tuple[str, ...]] = {"procedural_objects": OBJECTS}
+
 #: ROI mask channels of every pre-processed face, in this order (DESIGN.md "ROI masks").
 REGIONS: tuple[str, ...] = ("eyes_brows", "mouth", "nose")
 
@@ -41,10 +61,18 @@ DISPLAY: dict[str, str] = {
 def check_classes(classes: Sequence[str], key: str = "classes") -> tuple[str, ...]:
     """Validate an experiment's class list and return it in canonical order.
 
+    A list drawn entirely from one pretraining set's classes (`PRETRAINING_CLASSES`) is
+    accepted too, in that set's order; emotions and pretraining classes never mix.
+
     Raises:
         ConfigError: naming `key` when a class is unknown or repeated.
     """
     classes = [str(c) for c in classes]
+    for allowed in PRETRAINING_CLASSES.values():
+        if classes and set(classes) <= set(allowed):  # a pretraining set's own classes
+            if len(set(classes)) != len(classes):
+                raise ConfigError(f"{key}: repeated class in {classes}")
+            return tuple(c for c in allowed if c in classes)
     unknown = [c for c in classes if c not in CANONICAL]
     if unknown:
         raise ConfigError(

@@ -28,6 +28,7 @@ def test_experiment_composes(name):
         "tannugi",
         "tannugi_synthetic",
         "pretrain",
+        "validity_cue",
     }
     assert cfg.eval.checkpoint == ("best" if name.startswith("tannugi") else "last")
     OmegaConf.to_container(cfg.model, resolve=True)

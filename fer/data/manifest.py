@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from fer.errors import DataError
-from fer.labels import CANONICAL
+from fer.labels import CANONICAL, PRETRAINING_CLASSES
 
 #: Columns every parser returns (DESIGN.md "Manifest"); sequence/frame are empty where a
 #: source has none. Sources may add columns (e.g. ``mask_path`` for exact synthetic masks).
@@ -27,8 +27,10 @@ class Manifest:
         missing = [c for c in COLUMNS if c not in self.frame.columns]
         if missing:
             raise DataError(f"manifest is missing columns {missing}; expected {list(COLUMNS)}")
-        bad = sorted(set(self.frame["label"]) - set(CANONICAL))
-        if bad:
+        labels = set(self.frame["label"])
+        bad = sorted(labels - set(CANONICAL))
+        # Pretraining data (not faces) carries its own class list, never mixed with emotions.
+        if bad and not any(labels <= set(own) for own in PRETRAINING_CLASSES.values()):
             raise DataError(f"manifest has non-canonical labels {bad}; map them in fer/labels.py")
         self.frame = self.frame.reset_index(drop=True)
 

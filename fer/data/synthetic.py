@@ -7,7 +7,10 @@ shift lighting, colour, proportions, age texture, framing and noise the way real
 from each other. Because the renderer draws every feature itself, it also knows the exact region
 masks (eyes+brows, mouth, nose), which is what the Grad-CAM overlap pipeline is checked against.
 A *signal* other than "face" lets only one region carry the expression ("mouth" or "eyes"), so
-the region a model must look at is known by construction (`SIGNALS`, `_SIGNAL_KEEP`).
+the region a model must look at is known by construction (`SIGNALS`, `_SIGNAL_KEEP`). A
+*spurious cue* (`CUE_MARKS`, domain "cue") pastes a small class-correlated mark outside the
+face on the finished image — the label's own mark with probability p, else another class's —
+so a model can be right for the wrong reason, and the same faces without it say so.
 
 Everything is drawn with OpenCV polygons in *face units* (1 = half the face width, y down),
 mapped to pixels by one affine transform that already holds the per-image pose jitter; masks
@@ -18,6 +21,7 @@ at twice the requested size and reduced with area averaging (anti-aliasing).
 from __future__ import annotations
 
 import argparse
+import itertools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -392,6 +396,47 @@ DOMAINS: dict[str, Domain] = {
         noise_std=(0.0, 6.0),
         blur=(0.0, 0.8),
     ),
+    # The spurious-cue study's domain (`render_set(cue_mark=...)`): lab's faces with a
+    # deliberately weak expression signal — milder, noisier, more blended expressions, looser
+    # pose — so a model trained on the faces alone stays well below ceiling and a
+    # class-correlated mark outside the face has room to help (and to mislead).
+    "cue": Domain(
+        name="cue",
+        grey=False,
+        classes=CLASSES,
+        default_subjects=30,
+        face_w=(0.34, 0.37),
+        aspect=(1.22, 1.34),
+        jaw=(0.12, 0.24),
+        eye_spacing=(0.39, 0.44),
+        eye_w=(0.18, 0.21),
+        eye_h=(0.085, 0.1),
+        eye_y=(-0.14, -0.08),
+        nose_w=(0.13, 0.17),
+        nose_y=(0.26, 0.32),
+        mouth_w=(0.3, 0.35),
+        mouth_y=(0.60, 0.66),
+        brow_thick=(0.14, 0.18),
+        skin_tones=_SKIN_ALL[:4],
+        hair_colours=_HAIR_DARK + _HAIR_LIGHT[:2],
+        hair_styles=("short", "long", "fringe", "bob"),
+        glasses_p=0.15,
+        age=(0.0, 0.0),
+        rest_sd=0.16,
+        intensity=(0.4, 0.8),
+        expr_jitter=0.22,
+        blend=(0.0, 0.5),
+        rotation_deg=5.0,
+        shift=0.03,
+        scale_jitter=0.06,
+        backgrounds=((70, 70, 75), (40, 40, 45), (90, 95, 100)),
+        light_gradient=(0.0, 0.15),
+        brightness=(0.9, 1.1),
+        contrast=(0.9, 1.05),
+        colour_cast=0.02,
+        noise_std=(4.0, 9.0),
+        blur=(0.2, 0.6),
+    ),
 }
 
 
@@ -436,6 +481,7 @@ class SyntheticSet:
     labels: list[str]  # expression name per image
     subjects: list[str]
     intensities: np.ndarray  # (N,) float
+    cues: list[str] | None = None  # class whose cue mark each image shows (None: no marks)
 
 
 def _domain(name: str) -> Domain:
@@ -1014,6 +1060,124 @@ def render_face(
     return out, masks
 
 
+# ----------------------------------------------------------------------------- spurious cue
+
+#: Where a spurious-cue mark goes: "none" (the clean variant: no mark), "corner" (a striped
+#: square in the top-left corner), "strip" (the stripes down the left edge, top half: taller
+#: stripes, read more easily at 32 px) or "band" (the stripes across the top edge). Every mark
+#: lies outside the face ROI (eyes and brows, nose, mouth); tests check it on the study's set.
+CUE_MARKS: tuple[str, ...] = ("none", "corner", "strip", "band")
+_CUE_TAG = 0xC0E  # keeps cue draws apart from the image and identity streams
+# Each class's mark is 4 horizontal stripes, dark (0) or bright (1): an even-parity code, so
+# two marks differ in at least two stripes. A stripe is uniform along its row, so a horizontal
+# flip (a training augmentation) moves the patch but keeps its code.
+_CUE_CODES: dict[str, tuple[int, ...]] = dict(
+    zip(
+        CLASSES,
+        (
+            (0, 0, 1, 1),
+            (0, 1, 0, 1),
+            (0, 1, 1, 0),
+            (1, 0, 0, 1),
+            (1, 0, 1, 0),
+            (1, 1, 0, 0),
+            (1, 1, 1, 1),
+        ),
+        strict=True,
+    )
+)
+_CUE_LEVELS = (20, 235)  # grey levels of a dark and a bright stripe (visible in grey models)
+# (rows, columns) of each mark as fractions of the side. Measured on 2,520 faces of the cue
+# domain, no ROI pixel lies left of 0.17, above 0.19, or within max(row, col) < 0.23 of the
+# top-left corner: every box keeps a margin from those limits.
+_CUE_BOXES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "corner": ((0.01, 0.2), (0.01, 0.2)),
+    "strip": ((0.01, 0.57), (0.01, 0.14)),
+    "band": ((0.0, 0.14), (0.0, 1.0)),
+}
+
+
+def check_cue(mark: str, p: float) -> None:
+    """Raise ValueError for an unknown mark or a strength outside [0, 1]."""
+    if mark not in CUE_MARKS:
+        raise ValueError(f"unknown cue mark {mark!r}; known: {', '.join(CUE_MARKS)}")
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"cue strength p={p} must lie in [0, 1]")
+
+
+def cue_box(size: int, mark: str) -> tuple[slice, slice]:
+    """The (rows, columns) the mark covers in a `size`-pixel image (empty for "none")."""
+    check_cue(mark, 0.0)
+    if mark == "none":
+        return slice(0, 0), slice(0, 0)
+    (r0, r1), (c0, c1) = _CUE_BOXES[mark]
+    top, left = round(r0 * size), round(c0 * size)
+    # at least one pixel per stripe, and one column
+    return slice(top, max(round(r1 * size), top + 4)), slice(left, max(round(c1 * size), left + 1))
+
+
+def draw_cue(image: np.ndarray, cls: str, mark: str) -> np.ndarray:
+    """A copy of `image` (H, W, 3 uint8) with class `cls`'s mark; "none" returns a copy.
+
+    The mark is pasted on the finished image, over noise and lighting, like a watermark or a
+    time stamp in a real dataset: nothing else in the image changes.
+    """
+    out = image.copy()
+    if mark == "none":
+        return out
+    rows, cols = cue_box(image.shape[0], mark)
+    edges = np.linspace(rows.start, rows.stop, 5).round().astype(int)
+    for bit, top, bottom in zip(_CUE_CODES[cls], edges[:-1], edges[1:], strict=True):
+        out[top:bottom, cols] = _CUE_LEVELS[bit]
+    return out
+
+
+def read_cue(image: np.ndarray, mark: str, classes: Sequence[str] = CLASSES) -> str:
+    """The class whose mark an image shows: the nearest code to its stripes' mean levels."""
+    rows, cols = cue_box(image.shape[0], mark)
+    grey = image[rows, cols].astype(float).mean(axis=2)
+    edges = np.linspace(rows.start, rows.stop, 5).round().astype(int) - rows.start  # draw_cue's
+    levels = np.array([grey[a:b].mean() for a, b in itertools.pairwise(edges)])
+    bits = (levels - _CUE_LEVELS[0]) / (_CUE_LEVELS[1] - _CUE_LEVELS[0])
+    return min(classes, key=lambda c: float(np.abs(bits - np.array(_CUE_CODES[c])).sum()))
+
+
+def cue_class(
+    label: str, classes: Sequence[str], p: float, seed: int, domain: str, subject: int, k: int
+) -> str:
+    """The class whose mark image (subject, label, k) shows: `label` with probability p, else
+    one of the other `classes`, uniformly.
+
+    Drawn from a stream of its own (seed, domain, subject, class, k), so the face itself never
+    changes with the cue; the same uniform draw is compared with every p, so for one seed the
+    images whose mark matches at p = 0.7 are a subset of those at p = 0.95.
+    """
+    rng = np.random.default_rng(
+        np.random.SeedSequence([seed, _tag(domain), subject, CLASSES.index(label), k, _CUE_TAG])
+    )
+    u, j = rng.random(), int(rng.integers(max(1, len(classes) - 1)))
+    others = [c for c in classes if c != label]
+    return label if u < p or not others else others[j]
+
+
+def cue_classes(
+    domain: str,
+    n_subjects: int,
+    per_class: int,
+    seed: int,
+    p: float,
+    classes: Sequence[str] | None = None,
+) -> list[str]:
+    """`cue_class` of every image of `render_set`'s set, in its order (subject, class, k)."""
+    classes = tuple(classes) if classes is not None else _domain(domain).classes
+    return [
+        cue_class(cls, classes, p, seed, domain, si, k)
+        for si in range(n_subjects)
+        for cls in classes
+        for k in range(per_class)
+    ]
+
+
 # ----------------------------------------------------------------------------- sets
 
 
@@ -1050,6 +1214,8 @@ def render_set(
     size: int = 64,
     classes: Sequence[str] | None = None,
     signal: str = "face",
+    cue_mark: str = "none",
+    cue_p: float = 0.95,
 ) -> SyntheticSet:
     """Render `per_class` images for every (subject, class) of a domain.
 
@@ -1062,15 +1228,21 @@ def render_set(
         classes: expressions to render (default: the domain's classes).
         signal: which region carries the expression, one of `SIGNALS` (see `render_face`);
             "face" renders exactly what it did before the option existed.
+        cue_mark: a spurious-cue mark outside the face, one of `CUE_MARKS` (`draw_cue`);
+            "none" (default) renders exactly what it did before the option existed.
+        cue_p: the cue's strength: the probability that an image's mark is its own class's
+            (`cue_class`); ignored without a mark.
 
     Returns:
-        The set, ordered by subject, then class, then k.
+        The set, ordered by subject, then class, then k; `cues` holds each image's mark class
+        when there is a mark. The faces are the same with and without a mark.
 
     Raises:
-        ValueError: a requested class is not one the domain has (or the domain or the signal
-            is unknown).
+        ValueError: a requested class is not one the domain has (or the domain, the signal or
+            the cue is unknown).
     """
     _check_signal(signal)
+    check_cue(cue_mark, cue_p)
     d = _domain(domain)
     classes = tuple(classes) if classes is not None else d.classes
     missing = [c for c in classes if c not in d.classes]
@@ -1096,7 +1268,12 @@ def render_set(
                 labels.append(cls)
                 subjects.append(idt.subject)
                 i += 1
-    return SyntheticSet(images, masks, labels, subjects, intensities)
+    if cue_mark == "none":
+        return SyntheticSet(images, masks, labels, subjects, intensities)
+    cues = cue_classes(domain, n_subjects, per_class, seed, cue_p, classes)
+    for j, cls in enumerate(cues):
+        images[j] = draw_cue(images[j], cls, cue_mark)
+    return SyntheticSet(images, masks, labels, subjects, intensities, cues)
 
 
 # ----------------------------------------------------------------------------- preview

@@ -17,11 +17,11 @@ from typing import Any
 import pandas as pd
 
 from fer.io import atomic_write_text
-from fer.report import figures, tables
+from fer.report import figures, tables, validity
 from fer.report.collect import read_study
 
 PUBLISHED = Path(__file__).resolve().parent / "published"
-KINDS = ("arabian2022", "tannugi2019")
+KINDS = ("arabian2022", "tannugi2019", "validity_cue")
 
 _A_HEADLINE = [
     "tier",
@@ -31,6 +31,7 @@ _A_HEADLINE = [
     "dataset",
     "subset",
     "n",
+    "over",
     "mean ± SD",
     "ci_low",
     "ci_high",
@@ -41,6 +42,7 @@ _B_HEADLINE = [
     "strategy",
     "fraction",
     "n",
+    "over",
     "source mean ± SD",
     "target mean ± SD",
     "drop mean ± SD",
@@ -96,6 +98,15 @@ _DESCRIPTIONS = {
     "published_table1": "our Table 1 counts beside the paper's",
     "published_table2": "our accuracy beside the paper's Table 2 (difference = ours − theirs)",
     "published_memory_integrity": "our study B accuracies beside the paper's",
+    "validity_summary": "validity (spurious cue): one row per arm (clean, cue p) — accuracy on "
+    "the cued test set (in-domain), on the same faces without the mark, across domains, and "
+    "CAM energy inside the face ROI / class-mean DICE; mean ± SD over seeds and, for the "
+    "cued arms, Δ vs clean paired by seed with its 95% t CI (df = n − 1)",
+    "validity": "the same numbers in long form: per arm × measure mean, SD, 95% t CI over "
+    "seeds, and the paired difference from clean with its CI and whether it excludes 0",
+    "validity_checks": "the acceptance of the validity study, computed from the table: the "
+    "cued arm's in-domain accuracy higher, cue-free accuracy and ROI energy lower than clean, "
+    "each with a 95% CI that excludes 0",
 }
 
 
@@ -122,7 +133,8 @@ def write_report(
     Args:
         study: `name`, `kind` ("arabian2022" | "tannugi2019"), `primary_endpoints` (metric
             names, optionally `metric@role`, role in source|target|cross), optional
-            `published` ({table key: csv name under fer/report/published/}) and `eval_key`.
+            `published` ({table key: csv name under fer/report/published/}) and `eval_key`;
+            kind "validity_cue" reads its `validity` block (`fer.report.validity.measures`).
         root: `outputs/<study name>`.
         out_dir: `reports/<study name>` (created).
         counts: dataset, class, original, processed per class (study A's Table 1), or None.
@@ -138,12 +150,19 @@ def write_report(
         out_dir / "problems.csv",
         pd.DataFrame(problems, columns=["path", "problem"]).to_csv(index=False),
     )
-    default = tables.PRIMARY_A if kind == "arabian2022" else tables.PRIMARY_B
+    default = {"arabian2022": tables.PRIMARY_A, "tannugi2019": tables.PRIMARY_B}.get(kind, ())
     primary = list(study.get("primary_endpoints") or default)
     published = dict(study.get("published") or {})
     made: dict[str, pd.DataFrame] = {}
     figs: list[Path] = []
-    if kind == "arabian2022":
+    notes: list[str] = []
+    ours: dict[str, pd.DataFrame | None] = {}
+    if kind == "validity_cue":
+        made.update(validity.validity_tables(df, root, study.get("validity") or {}))
+        summary = made["validity_summary"]
+        head = tables.headline(made, "validity_summary", list(summary.columns))
+        notes.append(validity.NOTE)
+    elif kind == "arabian2022":
         made.update(tables.study_a_table(df, primary))
         made["accuracy_bootstrap"] = tables.bootstrap_a(preds)
         if counts is not None:
@@ -161,9 +180,8 @@ def write_report(
         figs += figures.study_b_overlap_bars(df, fig_dir)
         ours = {"memory_integrity": made["memory_integrity"]}
         head = tables.headline(made, "memory_integrity", _B_HEADLINE)
-    notes: list[str] = []
     boot = "accuracy_bootstrap" if kind == "arabian2022" else "target_accuracy_bootstrap"
-    if pred_problems:
+    if pred_problems and boot in made:
         notes.append(
             f"Subject-clustered bootstrap: {len(pred_problems)} evaluation JSON(s) without "
             "usable per-image predictions are left out of it (older evaluate.py; see Problems)"
@@ -216,6 +234,10 @@ def _tier_of(stem: str, frame: pd.DataFrame, primary: list[str]) -> str:
         return "primary endpoint (CI of target accuracy)"
     if stem == "overlap_by_strategy":
         return _CROSS_STUDY
+    if stem in ("validity_summary", "validity"):
+        return "primary endpoint (validity study)"
+    if stem == "validity_checks":
+        return "acceptance (computed from the validity table)"
     if "tier" in frame.columns and not frame.empty:
         tiers = set(frame["tier"])
         if tiers == {"primary"}:
@@ -257,8 +279,12 @@ def _write_readme(
         "",
         "Primary endpoints declared by the study: "
         + ", ".join(f"`{p}`" for p in primary)
-        + " (`metric@role`: role source, target or cross-dataset). Everything else is a "
-        "labelled robustness table.",
+        + (
+            " (measures of the validity table, `fer.report.validity.measures`)."
+            if study["kind"] == "validity_cue"
+            else " (`metric@role`: role source, target or cross-dataset)."
+        )
+        + " Everything else is a labelled robustness table.",
         "",
         "## Files",
         "",
@@ -291,13 +317,16 @@ def _write_readme(
         "evaluate.py (`runs_long.csv` keeps both).",
         "- CAM resolution differs by model (14×14 for VGG16 at 224², 17×17 for small_vgg at "
         "48²): keep that in mind in any cross-model overlap comparison.",
-        "- Folds/seeds score the same few test subjects, so a fold SD shows only training "
-        "variability. The `*accuracy_bootstrap` tables pool each cell's runs and give a "
-        "subject-clustered bootstrap percentile CI: subjects are resampled with replacement, "
-        "each with all its images from all the cell's runs, so subject sampling and training "
-        "variability both show (`method` column; images without subject id are their own "
-        "clusters). Built from evaluate.py's per-image predictions.",
     ]
+    if any(stem.endswith("accuracy_bootstrap") for stem in made):
+        lines.append(
+            "- Folds/seeds score the same few test subjects, so a fold SD shows only training "
+            "variability. The `*accuracy_bootstrap` tables pool each cell's runs and give a "
+            "subject-clustered bootstrap percentile CI: subjects are resampled with replacement, "
+            "each with all its images from all the cell's runs, so subject sampling and "
+            "training variability both show (`method` column; images without subject id are "
+            "their own clusters). Built from evaluate.py's per-image predictions."
+        )
     if "table1_counts" in made:
         lines.append(
             "- Table 1 totals are the sums of the class rows. The paper's own FACES total "

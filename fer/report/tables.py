@@ -74,28 +74,56 @@ def fmt_mean_sd(mean: float, sd: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {s}"
 
 
+#: Replicate keys of a run (what a mean ± SD can be "over"), with their labels.
+REPLICATES = (("fold", "folds"), ("seed", "seeds"), ("split_seed", "split seeds"))
+SEED_CI = "t CI over seeds (independent training replicates on the same data, df = n-1)"
+
+
+def replicates(g: pd.DataFrame) -> tuple[str, bool]:
+    """What a group's runs vary over, e.g. "5 seeds", "4 folds" or "4 folds × 2 seeds", and
+    whether its t-interval is a confidence interval: only when seeds alone vary (the same data
+    and split, independent training runs). Folds and split seeds share data between runs, so
+    their intervals stay descriptive (DESIGN.md "Statistics")."""
+    parts, varying = [], set()
+    for col, label in REPLICATES:
+        if col not in g.columns:
+            continue
+        n = g[col].dropna().astype(str).nunique()
+        if n > 1:
+            parts.append(f"{n} {label}")
+            varying.add(col)
+    if not parts:
+        return ("1 run" if len(g) == 1 else f"{len(g)} runs"), False
+    return " × ".join(parts), varying == {"seed"}
+
+
 def summarize(
     vals: pd.DataFrame, by: Sequence[str], scale: float = 1.0, digits: int = 2
 ) -> pd.DataFrame:
-    """mean ± SD (ddof=1), n, NaNs skipped and the descriptive t-interval per group of `by`."""
-    cols = [*by, "n", "n_nan", "mean", "sd", "mean ± SD", "ci_low", "ci_high", "interval"]
+    """mean ± SD (ddof=1), n, NaNs skipped and the 95 % t-interval per group of `by`, with
+    `over` naming what the runs vary over (`replicates`): a CI over seeds when only seeds
+    vary, else the descriptive interval of dependent folds / split seeds."""
+    cols = [*by, "n", "n_nan", "over", "mean", "sd", "mean ± SD", "ci_low", "ci_high"]
+    cols.append("interval")
     if vals.empty:
         return pd.DataFrame(columns=cols)
     rows = []
     for key, g in _keys(vals, by).groupby(list(by), sort=True, dropna=False):
         s = stats.mean_sd(g["value"].to_numpy(dtype=float) * scale)
+        over, is_ci = replicates(g)
         key = key if isinstance(key, tuple) else (key,)
         rows.append(
             dict(zip(by, key, strict=True))
             | {
                 "n": s["n"],
                 "n_nan": s["n_nan"],
+                "over": over,
                 "mean": s["mean"],
                 "sd": s["sd"],
                 "mean ± SD": fmt_mean_sd(s["mean"], s["sd"], digits),
                 "ci_low": s["ci_low"],
                 "ci_high": s["ci_high"],
-                "interval": f"{int(s['level'] * 100)}% {s['interval']}",
+                "interval": f"{int(s['level'] * 100)}% {SEED_CI if is_ci else s['interval']}",
             }
         )
     return pd.DataFrame(rows, columns=cols)
@@ -369,16 +397,20 @@ def study_b_table(df: pd.DataFrame) -> pd.DataFrame:
         "strategy",
         "fraction",
         "n",
+        "over",
         "source acc (%)",
         "source SD",
         "source mean ± SD",
         "target acc (%)",
         "target SD",
         "target mean ± SD",
+        "target ci_low",
+        "target ci_high",
         "source drop vs BL (pp)",
         "drop SD",
         "drop mean ± SD",
         "target subset",
+        "interval",
     ]
     acc = values(df, "acc")
     if acc.empty:
@@ -426,22 +458,27 @@ def study_b_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, g in _keys(rec, by).groupby(by, sort=False):
         s, t, d = (stats.mean_sd(g[c].to_numpy(float) * PERCENT) for c in ("src", "tgt", "drop"))
+        over, is_ci = replicates(g)
         rows.append(
             dict(zip(by, key, strict=True))
             | {
                 "n": len(g),
+                "over": over,
                 "source acc (%)": s["mean"],
                 "source SD": s["sd"],
                 "source mean ± SD": fmt_mean_sd(s["mean"], s["sd"]),
                 "target acc (%)": t["mean"],
                 "target SD": t["sd"],
                 "target mean ± SD": fmt_mean_sd(t["mean"], t["sd"]),
+                "target ci_low": t["ci_low"],
+                "target ci_high": t["ci_high"],
                 "source drop vs BL (pp)": d["mean"],
                 "drop SD": d["sd"],
                 "drop mean ± SD": "reference"
                 if key[4] == "BL"
                 else fmt_mean_sd(d["mean"], d["sd"]),
                 "target subset": ", ".join(sorted(set(map(str, g["subset"])))),
+                "interval": f"95% {SEED_CI if is_ci else stats.DESCRIPTIVE_T}",
             }
         )
     out = pd.DataFrame(rows, columns=cols)
@@ -455,6 +492,8 @@ def study_b_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def _b_record(m: Any, target: str, strategy: str, fraction: Any, src: float) -> dict[str, Any]:
     return {
+        "seed": m.seed,
+        "split_seed": m.split_seed,
         "protocol": m.protocol,
         "model": m.model,
         "source": m.source,
