@@ -144,7 +144,8 @@ def write_report(
     table_dir, fig_dir = out_dir / "tables", out_dir / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
     df, problems, preds, pred_problems = read_study(root, study.get("eval_key"))
-    problems = problems + pred_problems
+    # paths under the output root, never the user's absolute ones (reports get shared)
+    problems = [{**p, "path": _under(p.get("path", ""), root)} for p in problems + pred_problems]
     atomic_write_text(out_dir / "runs_long.csv", df.to_csv(index=False))
     atomic_write_text(
         out_dir / "problems.csv",
@@ -206,6 +207,14 @@ def write_report(
         "headline": head,
         "problems": len(problems),
     }
+
+
+def _under(path: str, root: Path) -> str:
+    """`path` relative to the study's output folder, as `<study>/...` (unchanged if outside)."""
+    try:
+        return str(Path(root.name) / Path(path).resolve().relative_to(root.resolve()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 def _by_stem(paths: list[Path], out_dir: Path) -> dict[str, str]:
@@ -274,7 +283,8 @@ def _write_readme(
     lines = [
         f"# Report: {name} ({study['kind']})",
         "",
-        f"Built from the run files under `{root}` (config.yaml, metrics.json, "
+        f"Built from the run files under `<output_root>/{Path(root).name}` (config.yaml, "
+        "metrics.json, "
         "eval/<eval-key>/<dataset>.json) — rebuildable offline.",
         "",
         "Primary endpoints declared by the study: "
