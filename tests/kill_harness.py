@@ -305,9 +305,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if attempts > 6 * args.kills + 10:
             raise SystemExit(f"only {len(hits)} of {args.kills} kills hit in {attempts} attempts")
         root = args.root / f"round-{len(rounds)}"
-        chosen = sorted(
-            rng.sample(points, min(len(points), args.kills - len(hits))), key=POINTS.index
-        )
+        # every point in turn (a round draws the next ones, in pipeline order)
+        start = sum(len(r) for r in rounds) % len(points)
+        turn = [points[(start + i) % len(points)] for i in range(len(points))]
+        chosen = sorted(turn[: min(len(points), args.kills - len(hits))], key=POINTS.index)
         first_finish: dict[str, str] = {}
         for point in chosen:
             nth = {"training": rng.randint(1, 3), "checkpoint": rng.randint(1, 4)}.get(point, 1)
