@@ -45,7 +45,8 @@ def test_tiny_train_throughput_feeds_the_cost_model(bench, tmp_path, monkeypatch
     [(key, row)] = data["throughput"].items()
     assert key == f"{row['device']}|small_vgg|24|fp32" and row["kind"] == "cpu"
     assert row["images_per_s"] == run["images_per_s"] > 0
-    assert run["images_per_s"] == pytest.approx(run["steps"] * 2 / run["seconds"], abs=0.1)
+    # seconds are rounded to 1 ms in the JSON: a short run's rate is known only to a few %
+    assert run["images_per_s"] == pytest.approx(run["steps"] * 2 / run["seconds"], rel=0.05)
     assert row["flops_train_per_image"] == 3 * run["flops_fwd_per_image"] > 0
     tp = costs.throughput(
         costs.load_throughput(tmp_path / "train_throughput.json"),
