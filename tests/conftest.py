@@ -44,3 +44,27 @@ def make_cfg(tmp_path: Path, synthetic_cache: Path) -> Callable[..., DictConfig]
         return cfg
 
     return _make
+
+
+def train_tiny_run(root: Path, epochs: int = 1) -> tuple[Path, Path]:
+    """Train a tiny synthetic run under `root` (10 subjects, 2 faces per class, no logger);
+    returns its run directory (`root/outputs/default/run`) and cache directory."""
+    from fer.train import train
+
+    cache = root / "cache"
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "logger=none",
+                f"paths.cache_dir={cache}",
+                "data.source.n_subjects=10",
+                "data.source.per_class=2",
+                f"trainer.max_epochs={epochs}",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(root / "outputs" / "default" / "run")
+    train(cfg)
+    return Path(cfg.paths.run_dir), cache

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import train_tiny_run
 from hydra import compose, initialize_config_dir
 
 from fer.errors import ConfigError, DataError
@@ -17,26 +18,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("evalrun")
-    cache = root / "cache"
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "logger=none",
-                f"paths.cache_dir={cache}",
-                "data.source.n_subjects=10",
-                "data.source.per_class=2",
-                "trainer.max_epochs=1",
-                "trainer.enable_progress_bar=false",
-            ],
-        )
-    from omegaconf import open_dict
-
-    with open_dict(cfg):
-        cfg.paths.run_dir = str(root / "outputs" / "default" / "run")
-    train(cfg)
-    return Path(cfg.paths.run_dir), cache
+    return train_tiny_run(tmp_path_factory.mktemp("evalrun"), epochs=1)
 
 
 def _eval_cfg(run: str, cache: Path, *extra: str):

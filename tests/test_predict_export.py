@@ -10,39 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import train_tiny_run
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 from PIL import Image
 
 from fer.errors import DataError
 from fer.export import export
 from fer.models.build import load_trained
 from fer.predict import predict
-from fer.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("predictrun")
-    cache = root / "cache"
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "logger=none",
-                f"paths.cache_dir={cache}",
-                "data.source.n_subjects=10",
-                "data.source.per_class=2",
-                "trainer.max_epochs=2",
-                "trainer.enable_progress_bar=false",
-            ],
-        )
-    with open_dict(cfg):
-        cfg.paths.run_dir = str(root / "outputs" / "default" / "run")
-    train(cfg)
-    return Path(cfg.paths.run_dir), cache
+    return train_tiny_run(tmp_path_factory.mktemp("predictrun"), epochs=2)
 
 
 def _held_out_folder(run_dir: Path, cache: Path, dest: Path) -> int:
