@@ -337,10 +337,13 @@ def run_spec(cfg: Mapping[str, Any], profile: ModelProfile) -> RunSpec:
         train = min(train, limit * batch)
     elif isinstance(limit, float) and 0 < limit <= 1:
         train *= limit
-    ckpt = (cfg.get("callbacks") or {}).get("checkpoint") or {}
     epochs = int(trainer.get("max_epochs", 1))
-    top_k = int(ckpt.get("save_top_k", 1)) if ckpt.get("monitor") else 0
-    files = (1 if ckpt.get("save_last") else 0) + (epochs if top_k < 0 else top_k)
+    files = 0
+    for ckpt in (cfg.get("callbacks") or {}).values():  # every ModelCheckpoint (best, last)
+        if not str((ckpt or {}).get("_target_", "")).endswith("ModelCheckpoint"):
+            continue
+        top_k = int(ckpt.get("save_top_k", 1))
+        files += (1 if ckpt.get("save_last") else 0) + (epochs if top_k < 0 else top_k)
     model = cfg["model"]
     size = int(model["input"]["size"])
     on_device = 0

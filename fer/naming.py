@@ -29,6 +29,7 @@ NON_RESULT_PREFIXES: tuple[str, ...] = (
     "datamodule.num_workers",
     "trainer.enable_progress_bar",
     "callbacks.checkpoint.dirpath",  # the run dir itself: moving outputs/ changes no result
+    "callbacks.last.dirpath",
 )
 
 _SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")

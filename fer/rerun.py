@@ -36,8 +36,9 @@ def rerun(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, A
     cfg = OmegaConf.create(stored)
     with open_dict(cfg):
         cfg.paths.run_dir = str(out)
-        if cfg.get("callbacks") and cfg.callbacks.get("checkpoint"):
-            cfg.callbacks.checkpoint.dirpath = str(out)
+        for callback in (cfg.get("callbacks") or {}).values():
+            if callback and "dirpath" in callback:
+                callback.dirpath = str(out)
     again = train(cfg)
     diffs = {
         name: abs(float(again["scores"][name]["acc"]) - float(s["acc"]))

@@ -183,7 +183,8 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
             return {}
         loaders = {name: datamodule.eval_loader(ds) for name, ds in datamodule.score_sets.items()}
         scores = score_datasets(module.net, loaders, classes, datamodule.score_subset)
-        best_cb = trainer.checkpoint_callback
+        # the monitored ModelCheckpoint (best.ckpt); the other one writes last.ckpt
+        best_cb = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
         metrics = {
             "status": "finished",
             "name": str(cfg.name),
@@ -193,7 +194,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "best_val_acc": float(best_cb.best_model_score)
-            if best_cb.best_model_score is not None
+            if best_cb is not None and best_cb.best_model_score is not None
             else None,
             "classes": list(classes),
             "strategy": {"name": cfg.strategy.name, **trainable},

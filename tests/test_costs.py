@@ -17,6 +17,7 @@ from fer import costs
 from fer.costs import ModelProfile, RunSpec
 from fer.sweep import run_study
 
+CKPT = "lightning.pytorch.callbacks.ModelCheckpoint"
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
@@ -127,7 +128,10 @@ def _cfg(**kw) -> dict:
         "datamodule": {"batch_size": 32},
         "optimizer": {"_target_": "torch.optim.SGD", "momentum": 0.9},
         "trainer": {"max_epochs": 4, "accelerator": "gpu", "precision": "bf16-mixed"},
-        "callbacks": {"checkpoint": {"monitor": "val/acc", "save_top_k": 1, "save_last": True}},
+        "callbacks": {
+            "checkpoint": {"_target_": CKPT, "monitor": "val/acc", "save_top_k": 1},
+            "last": {"_target_": CKPT, "monitor": None, "save_top_k": 1, "filename": "last"},
+        },
         "strategy": {"train_on": "auto"},
         "train": {"keep_checkpoints": "reported"},
     }
@@ -150,7 +154,7 @@ def test_run_spec_reads_a_resolved_config():
             strategy={"train_on": "both"},
             callbacks={
                 "stop": {"_target_": "lightning.pytorch.callbacks.EarlyStopping"},
-                "checkpoint": {"monitor": None, "save_last": True},
+                "last": {"_target_": CKPT, "monitor": None, "save_top_k": 1},
             },
         ),
         PROFILE,

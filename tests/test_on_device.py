@@ -286,7 +286,7 @@ def _fit(cfg, max_epochs, ckpt_path=None):
         limit_train_batches=3,  # CPU time: enough steps to cross an epoch boundary
         limit_val_batches=1,
         default_root_dir=cfg.paths.run_dir,
-        callbacks=[instantiate(cfg.callbacks.checkpoint)],
+        callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return dm, module.net.state_dict(), trainer.callback_metrics

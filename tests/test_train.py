@@ -70,6 +70,22 @@ def test_train_finishes_then_skips_refuses_and_forces(make_cfg, tmp_path, capsys
     assert (run / "last.ckpt").stat().st_mtime_ns != stamp
 
 
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(make_cfg):
+    """lr = 1e-12: val/acc never improves after epoch 0, so best.ckpt stays at epoch 0 while
+    last.ckpt must hold the final epoch (Lightning 2.6's `save_last` wrote last.ckpt only with
+    a new best: runs reported `last` were silently their best epoch, and resuming retrained)."""
+    cfg = make_cfg("optimizer.lr=1e-12", "train.keep_checkpoints=all")
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 3
+    metrics = train(cfg)
+    run = Path(cfg.paths.run_dir)
+    last = torch.load(run / "last.ckpt", weights_only=True)
+    best = torch.load(run / "best.ckpt", weights_only=True)
+    assert metrics["global_step"] == last["global_step"] > best["global_step"]
+    assert last["epoch"] == 2 and best["epoch"] == 0
+    assert "optimizer_states" in last  # keep_checkpoints=all: still resumable
+
+
 def test_fold_out_of_range_stops_before_work(make_cfg):
     cfg = make_cfg("split.k=10", "split.fold=12")
     with pytest.raises(ConfigError, match=r"split.fold=12 is out of range: allowed 0..9"):
@@ -99,7 +115,7 @@ def _fit(cfg, max_epochs, ckpt_path=None):
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=cfg.paths.run_dir,
-        callbacks=[instantiate(cfg.callbacks.checkpoint)],
+        callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
         plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
