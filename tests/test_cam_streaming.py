@@ -84,11 +84,12 @@ def _batches(data: dict[str, np.ndarray], batch: int):
         }
 
 
-# The whole-array protocols as they were before streaming (verbatim), the reference below.
+# The whole-array protocols as they were before streaming (verbatim, plus the receptive-field
+# placement of the maps, which came later), the reference below.
 def _old_compute_cams(net, batches, method="gradcam", target="label", layer=None):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from fer.explain.cam import METHODS, CamResult, resolve_layer
+    from fer.explain.cam import METHODS, CamResult, _grids, place, resolve_layer
 
     was_training = net.training
     target_layer = resolve_layer(net, layer)
@@ -97,12 +98,15 @@ def _old_compute_cams(net, batches, method="gradcam", target="label", layer=None
     try:
         net.eval()
         with torch.enable_grad(), METHODS[method](model=net, target_layers=[target_layer]) as cam:
+            grid = None
             for batch in batches:
                 x = batch["image"].to(device)
                 y = batch["label"]
+                if not cams:
+                    [grid] = _grids([net], [target_layer], tuple(x.shape[1:]), [cam])
                 targets = [ClassifierOutputTarget(int(t)) for t in y] if target == "label" else None
-                maps = cam(input_tensor=x, targets=targets)
-                cams.append(np.asarray(maps, dtype=np.float32))
+                maps = np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float32)
+                cams.append(maps if grid is None else place(maps, grid, tuple(x.shape[-2:])))
                 preds.append(cam.outputs.argmax(1).cpu().numpy())
                 labels.append(y.numpy())
                 index.append(np.asarray(batch["index"]))

@@ -8,8 +8,12 @@ object switches the model to eval mode and never restores it, so we do; its cont
 swallows `IndexError`, so it is not used: the hooks are released in a `finally`; the default
 target layer is the ReLU after the last conv (on the conv itself CPU and GPU maps differ).
 
-Each map is min–max normalised per image by the package (values in [0, 1]) and resized to the
-model's input resolution.
+Each map is min–max normalised per image (values in [0, 1]) at the model's input resolution.
+The package resizes the target layer's map over the whole input, which is right only when the
+layer's cells tile the input evenly (padded convs at a multiple of the stride). Otherwise —
+unpadded convs (small_vgg: its 17×17 map at 48 px covers pixels 7.5…39.5, not 0…47) or sizes
+off the stride — `layer_grid` measures where each cell's receptive field is centred and
+`place` puts the cells there (`Grid`; ../shared/STYLE.md §3 on CAM resolution).
 
 `iter_cams` yields one batch at a time (evaluation streams: it never holds more than one batch
 of maps); `compute_cams` collects every batch (small sets, prediction, tests, benchmarks).
@@ -17,6 +21,8 @@ of maps); `compute_cams` collects every batch (small sets, prediction, tests, be
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +96,169 @@ def default_target_layer(net: nn.Module) -> nn.Module:
     return conv
 
 
+@dataclass(frozen=True)
+class Grid:
+    """Where a layer's cells sit on the input, per axis (y, x): cell i is centred on pixel
+    coordinate `offset + stride * i` (pixel k spans [k - 0.5, k + 0.5])."""
+
+    cells: tuple[int, int]
+    offset: tuple[float, float]
+    stride: tuple[float, float]
+
+    def stretches(self, size: tuple[int, int]) -> bool:
+        """True when resizing the map over `size` puts every cell where it belongs."""
+        return all(
+            abs(s - n / m) < 1e-6 and abs(o - (0.5 * n / m - 0.5)) < 1e-6
+            for m, o, s, n in zip(self.cells, self.offset, self.stride, size, strict=True)
+        )
+
+
+def layer_grid(net: nn.Module, layer: nn.Module, shape: tuple[int, ...]) -> Grid | None:
+    """Measure where `layer`'s cells are centred on a (C, H, W) input, or None when it cannot
+    be told (a 1-cell axis, a layer whose output is not a map, cells not on a regular grid).
+
+    Per axis, the input-gradient support of three middle cells (one random image each) gives
+    their receptive fields [lo, hi]; the stride is the shift between neighbours and the centre
+    (lo + hi) / 2 of cells not clipped by the border; both must agree across cells. When every
+    field is clipped (VGG16's 212-pixel fields at 100 px) the probe is repeated at 2× and 4×
+    the size: a conv/pool stack's offset and stride do not depend on the input size. The
+    model's mode is restored.
+    """
+    mode = net.training
+    try:
+        net.eval()
+        cells = _probe(net, layer, shape)
+        if cells is None or min(cells) < 2:
+            return None
+        for scale in (1, 2, 4):
+            big = (*shape[:-2], *(n * scale for n in shape[-2:]))
+            fits = _receptive_fields(net, layer, big)
+            if fits is not None:
+                return Grid(cells, (fits[0][0], fits[1][0]), (fits[0][1], fits[1][1]))
+        return None
+    finally:
+        net.train(mode)
+
+
+class _Stop(Exception):
+    """Raised by the probe's hook: nothing after the target layer needs to run."""
+
+
+def _run_to(net: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """`layer`'s output for input x (the rest of the network is not run), when it is a map."""
+    captured: list[Any] = []
+
+    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        captured.append(out)
+        raise _Stop
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        net(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    a = captured[0] if captured else None
+    return a if isinstance(a, torch.Tensor) and a.dim() == 4 else None
+
+
+def _probe(net: nn.Module, layer: nn.Module, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        a = _run_to(net, layer, torch.zeros(1, *shape, device=device))
+    return None if a is None else (int(a.shape[-2]), int(a.shape[-1]))
+
+
+def _receptive_fields(
+    net: nn.Module, layer: nn.Module, shape: tuple[int, ...]
+) -> list[tuple[float, float]] | None:
+    """[(offset, stride) for y, x] measured on a (C, H, W) input, or None (see layer_grid)."""
+    cells = _probe(net, layer, shape)
+    if cells is None:
+        return None
+    h, w = cells
+    picks = []  # (axis, cell) for each probe image
+    for axis, m in ((0, h), (1, w)):
+        c = m // 2
+        picks += [(axis, i) for i in range(max(c - 1, 0), min(c + 2, m))]
+    device = next(net.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(len(picks), *shape, generator=gen).to(device).requires_grad_(True)
+    with torch.enable_grad():
+        a = _run_to(net, layer, x)
+        if a is None:
+            return None
+        sel = [
+            a[k, :, i, w // 2] if axis == 0 else a[k, :, h // 2, i]
+            for k, (axis, i) in enumerate(picks)
+        ]
+        (grad,) = torch.autograd.grad(torch.stack(sel).sum(), x)
+    support = grad.abs().sum(1)  # (K, H, W)
+    fits = []
+    for axis in (0, 1):
+        rf = {}
+        for k, (ax, i) in enumerate(picks):
+            if ax == axis:
+                hit = torch.nonzero(support[k].sum(1 - axis) > 0).flatten()
+                if hit.numel() == 0:
+                    return None
+                rf[i] = (int(hit.min()), int(hit.max()))
+        fit = _fit_axis(rf, shape[1 + axis])
+        if fit is None:
+            return None
+        fits.append(fit)
+    return fits
+
+
+def _fit_axis(rf: dict[int, tuple[int, int]], n: int) -> tuple[float, float] | None:
+    """(offset, stride) from cells' receptive fields on an axis of n pixels (see layer_grid)."""
+    cells = sorted(rf)
+    strides = set()
+    for i, j in itertools.pairwise(cells):
+        if rf[i][0] > 0:  # left edges not clipped: their shift is the stride
+            strides.add(rf[j][0] - rf[i][0])
+        if rf[j][1] < n - 1:
+            strides.add(rf[j][1] - rf[i][1])
+    if len(strides) != 1:
+        return None
+    (stride,) = strides
+    # lo_i = o + s*i - r and hi_j = o + s*j + r for unclipped edges: o from any such pair
+    offsets = {
+        (rf[i][0] + rf[j][1] - stride * (i + j)) / 2
+        for i in cells
+        for j in cells
+        if rf[i][0] > 0 and rf[j][1] < n - 1
+    }
+    if len(offsets) != 1 or stride <= 0:
+        return None
+    return offsets.pop(), float(stride)
+
+
+@functools.lru_cache(maxsize=32)
+def _interp(n: int, m: int, offset: float, stride: float) -> np.ndarray:
+    """(n, m) linear-interpolation weights: pixel k reads cell (k - offset) / stride, clamped
+    to the first/last cell outside the grid (as the package's resize does at its borders)."""
+    u = np.clip((np.arange(n) - offset) / stride, 0, m - 1)
+    lo = np.floor(u).astype(int)
+    hi = np.minimum(lo + 1, m - 1)
+    frac = (u - lo).astype(np.float64)
+    weights = np.zeros((n, m))
+    np.add.at(weights, (np.arange(n), lo), 1 - frac)
+    np.add.at(weights, (np.arange(n), hi), frac)
+    return weights
+
+
+def place(maps: np.ndarray, grid: Grid, size: tuple[int, int]) -> np.ndarray:
+    """Cell maps (B, h, w) placed on (B, H, W) pixels by `grid`, min–max normalised per map."""
+    wy = _interp(size[0], grid.cells[0], grid.offset[0], grid.stride[0])
+    wx = _interp(size[1], grid.cells[1], grid.offset[1], grid.stride[1])
+    out = np.einsum("yi,bij,xj->byx", wy, maps.astype(np.float64), wx)
+    out -= out.min(axis=(1, 2), keepdims=True)
+    out /= 1e-7 + out.max(axis=(1, 2), keepdims=True)
+    return out.astype(np.float32)
+
+
 def resolve_layer(net: nn.Module, name: str | None) -> nn.Module:
     """`name` (a dotted module path) or the default target layer."""
     if not name:
@@ -141,16 +310,21 @@ def _cam_batches(
         cams = [
             METHODS[method](model=m, target_layers=[t]) for m, t in zip(models, layers, strict=True)
         ]
+        grids: list[Grid | None] | None = None
         for batch in batches:
             y = batch["label"]
             targets = (
                 [ClassifierOutputTarget(int(t)) for t in y] if target == "label" else None
             )  # None: the package targets each image's argmax
+            size = tuple(batch["image"].shape[-2:])
+            if grids is None:  # measured once: every batch has the model's input size
+                grids = _grids(models, layers, tuple(batch["image"].shape[1:]), cams)
             maps = []
-            for cam, device in zip(cams, devices, strict=True):
+            for cam, device, grid in zip(cams, devices, grids, strict=True):
                 x = batch["image"].to(device)
                 with torch.enable_grad():
-                    maps.append(np.asarray(cam(input_tensor=x, targets=targets), np.float32))
+                    m = np.asarray(cam(input_tensor=x, targets=targets), np.float32)
+                maps.append(m if grid is None else place(m, grid, size))
             yield CamBatch(
                 maps[0],
                 y.numpy(),
@@ -164,6 +338,31 @@ def _cam_batches(
             cam.activations_and_grads.release()
         for m, mode in zip(models, modes, strict=True):
             m.train(mode)
+
+
+_GRIDS: dict[tuple[str, str, tuple[int, ...]], Grid | None] = {}
+
+
+def _grids(
+    models: list[nn.Module], layers: list[nn.Module], shape: tuple[int, ...], cams: list[Any]
+) -> list[Grid | None]:
+    """Each model's `Grid` where the package's stretch would misplace its cells (else None);
+    such CAM objects are told to return the map at cell resolution, for `place`."""
+    out: list[Grid | None] = []
+    for m, layer, cam in zip(models, layers, cams, strict=True):
+        name = next((n for n, mod in m.named_modules() if mod is layer), "")
+        # same architecture, layer and input: same grid (the randomised twin, the next run)
+        key = (repr(m), name, shape)
+        if key not in _GRIDS:
+            _GRIDS[key] = layer_grid(m, layer, shape)
+        grid = _GRIDS[key]
+        if grid is not None and grid.stretches(shape[-2:]):
+            grid = None
+        if grid is not None:
+            cells = (grid.cells[1], grid.cells[0])  # the package's (width, height)
+            cam.get_target_width_height = lambda _x, cells=cells: cells
+        out.append(grid)
+    return out
 
 
 def compute_cams(
