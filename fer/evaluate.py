@@ -186,8 +186,12 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
     )
     net = _load_net(run_cfg, ckpt)
     random_net = build_model(run_cfg.model, {"name": "glorot"}, len(run_cfg.classes)).eval()
+    trained = runs.read_json_metrics(run_dir)
     todo = [
-        name for name in sets if ev.force or read_json_or_none(out_dir / f"{name}.json") is None
+        name
+        for name in sets
+        if ev.force
+        or not runs.evaluation_is_current(read_json_or_none(out_dir / f"{name}.json"), trained)
     ]
     written = [out_dir / f"{name}.json" for name in sets if name not in todo]
     if not todo:
@@ -227,6 +231,7 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> list[Path]:
                 subset=subset,
                 checkpoint=checkpoint,
                 checkpoint_path=str(ckpt),
+                **{runs.EVALUATED: trained.get("finished_at")},
             )
             path = out_dir / f"{name}.json"
             atomic_write_json(path, _strict(result))

@@ -109,6 +109,21 @@ def read_json_metrics(run_dir: str | Path) -> dict:
     return read_json_or_none(Path(run_dir) / METRICS) or {}
 
 
+#: The key an evaluation JSON stamps with the `finished_at` of the training it evaluated.
+EVALUATED = "run_finished_at"
+
+
+def evaluation_is_current(result: object, metrics: dict) -> bool:
+    """An evaluation JSON counts only for the training it evaluated: its `run_finished_at`
+    equals the run's metrics.json `finished_at`. A run retrained since (`train.force=true`), or
+    an evaluation written before the stamp existed (older CAM placement), is evaluated again."""
+    return (
+        isinstance(result, dict)
+        and result.get(EVALUATED) is not None
+        and result.get(EVALUATED) == metrics.get("finished_at")
+    )
+
+
 def trained_subjects(data: dict) -> dict[str, set[str]]:
     """Dataset name -> subjects a run trained on, from its `metrics.json["data"]` record."""
     out: dict[str, set[str]] = {}

@@ -159,11 +159,20 @@ def _eval_state(cell: Cell, overrides: list[str]) -> None:
         cell.state, cell.detail = "missing", "its training run is not finished"
         return
     key, names = _eval_datasets(cell.run_dir, overrides)
+    trained = runs.read_json_metrics(cell.run_dir)
     missing = [
-        n for n in names if read_json_or_none(cell.run_dir / "eval" / key / f"{n}.json") is None
+        n
+        for n in names
+        if not runs.evaluation_is_current(
+            read_json_or_none(cell.run_dir / "eval" / key / f"{n}.json"), trained
+        )
     ]
     cell.state = "missing" if missing else "finished"
-    cell.detail = f"no valid eval/{key}/{{{','.join(missing)}}}.json" if missing else ""
+    cell.detail = (
+        f"no valid eval/{key}/{{{','.join(missing)}}}.json of its present training"
+        if missing
+        else ""
+    )
 
 
 def hydra_context() -> Any:

@@ -58,7 +58,9 @@ def _clear_run(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     for kept in run_dir.glob("git_diff.*.patch"):  # earlier attempts' diffs
         kept.unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "wandb", ignore_errors=True)
+    # everything derived from the old training goes with it (its evaluations, its summary)
+    for derived in ("wandb", "eval", "summary", "csv"):
+        shutil.rmtree(run_dir / derived, ignore_errors=True)
 
 
 def _resume_checkpoint(run_dir: Path) -> Path | None:

@@ -16,6 +16,7 @@ from scipy import stats as sps
 from fer.report import tables
 from fer.report.collect import SUBJECT, collect, predictions, wide
 from fer.report.study import PUBLISHED, log_wandb, write_report
+from fer.runs import EVALUATED
 
 LABELS = {"imagenet": "ImageNet", "glorot": "scratch", "checkpoint": "checkpoint"}
 CLASSES = ["anger", "happiness"]
@@ -73,13 +74,16 @@ def write_run(
     run = root / name
     run.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(cfg), run / "config.yaml")
+    if isinstance(metrics, dict):  # evaluations are stamped with the training they evaluated
+        metrics = {"finished_at": "2026-01-01T00:00:00+00:00", **metrics}
     if metrics is not None:
         text = metrics if isinstance(metrics, str) else json.dumps(metrics)
         (run / "metrics.json").write_text(text)
+    stamp = {EVALUATED: metrics["finished_at"]} if isinstance(metrics, dict) else {}
     for dataset, body in (evals or {}).items():
         path = run / "eval" / eval_key / f"{dataset}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(body))
+        path.write_text(json.dumps(stamp | body))
     return run
 
 
@@ -304,6 +308,26 @@ def test_collect_long_table_and_problems(study_a: Path, collected_a: tuple) -> N
     ]
     assert set(one["source_of_number"]) == {"train", "eval"}
     assert one.set_index("source_of_number").loc["train", "size/train"] == N_TRAIN
+
+
+def test_an_evaluation_of_an_earlier_training_is_left_out_and_named(tmp_path: Path) -> None:
+    """A run retrained since it was evaluated (its metrics.json finished later than the JSON's
+    stamp), or evaluated before the stamp existed: the evaluation is not reported, the report
+    says which file and why."""
+    ev = {"jaffe": eval_json("jaffe", "whole", 0.4, 0.3)}
+    write_run(tmp_path, "fresh", cfg_a("vgg16", "glorot", 0), metrics_a(0.9), ev)
+    old = write_run(tmp_path, "retrained", cfg_a("vgg16", "glorot", 1), metrics_a(0.9), ev)
+    metrics = json.loads((old / "metrics.json").read_text())
+    (old / "metrics.json").write_text(json.dumps(metrics | {"finished_at": "2026-02-02T00:00"}))
+    unstamped = write_run(tmp_path, "unstamped", cfg_a("vgg16", "glorot", 2), metrics_a(0.9))
+    (unstamped / "eval" / "last__gradcam__label").mkdir(parents=True)
+    (unstamped / "eval" / "last__gradcam__label" / "jaffe.json").write_text(json.dumps(ev["jaffe"]))
+    df, problems = collect(tmp_path)
+    jaffe = df[df["dataset"] == "jaffe"]
+    assert set(jaffe["run"]) == {"fresh"}
+    stale = {Path(p["path"]).parts[-4]: p["problem"] for p in problems if "earlier" in p["problem"]}
+    assert sorted(stale) == ["retrained", "unstamped"]
+    assert all("run evaluate.py again" in text for text in stale.values())
 
 
 def test_collect_empty_root(tmp_path: Path) -> None:

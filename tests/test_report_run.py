@@ -10,6 +10,7 @@ import pytest
 
 from fer.errors import FerError
 from fer.report.run import main, summarize_run
+from fer.runs import EVALUATED
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -38,8 +39,11 @@ def test_summary_of_a_real_run_with_csv_log_and_evaluations(make_cfg, tmp_path, 
     assert list(run.rglob("metrics.csv")), "logger=csv should leave a CSV log"
     key = run / "eval" / "last-gradcam"
     key.mkdir(parents=True)
-    (key / "synthetic_lab.json").write_text(json.dumps(_fake_eval()))
+    stamp = {EVALUATED: json.loads((run / "metrics.json").read_text())["finished_at"]}
+    (key / "synthetic_lab.json").write_text(json.dumps(stamp | _fake_eval()))
     (key / "broken.json").write_text('{"scores": {"acc": 0.')
+    # an evaluation of an earlier training of the run: listed as skipped, not as a result
+    (key / "stale.json").write_text(json.dumps({EVALUATED: "2020-01-01"} | _fake_eval("stale")))
 
     written = summarize_run(run)
     out = run / "summary"
@@ -63,9 +67,9 @@ def test_summary_of_a_real_run_with_csv_log_and_evaluations(make_cfg, tmp_path, 
     assert (row["key"], row["dataset"], row["subset"]) == ("last-gradcam", "synthetic_lab", "test")
     assert float(row["acc"]) == 0.5 and float(row["dice_class_mean"]) == 0.4
     assert float(row["spearman_mean"]) == 0.1 and row["leaky"] == "False"
-    assert written["skipped"] == [key / "broken.json"]
+    assert written["skipped"] == [key / "broken.json", key / "stale.json"]
     text = capsys.readouterr().out
-    assert "skipped" in text and "broken.json" in text
+    assert "skipped" in text and "broken.json" in text and "earlier training" in text
     assert "broken.json" in (out / "summary.md").read_text()
 
 

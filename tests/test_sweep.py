@@ -87,12 +87,15 @@ class FakeRunner:
                     if self.fail and self.fail in job:
                         runs.write_failure(run_dir, "boom")
                     else:
-                        runs.write_metrics(run_dir, {"status": "finished"})
+                        runs.write_metrics(
+                            run_dir, {"status": "finished", "finished_at": runs.now()}
+                        )
                 else:
                     run = Path(next(a for a in job if a.startswith("runs=")).split("=", 1)[1])
                     out = run / "eval" / "last__gradcam__label"
                     out.mkdir(parents=True, exist_ok=True)
-                    (out / "synthetic_lab.json").write_text(json.dumps({"ok": 1}))
+                    stamp = runs.read_json_metrics(run)["finished_at"]
+                    (out / "synthetic_lab.json").write_text(json.dumps({runs.EVALUATED: stamp}))
         return 0
 
 
@@ -121,15 +124,17 @@ def test_runs_only_what_is_missing(tmp_path):
     runner2 = FakeRunner()
     assert run_study(cfg, runner2, launcher=("basic", []))["launched"] == {}
     assert runner2.calls == []
-    # one run lost its metrics.json (killed before the end): exactly that cell runs again
+    # one run lost its metrics.json (killed before the end): exactly that cell runs again,
+    # and is evaluated again (its old evaluation was of the earlier training)
     stages = build_stages(cfg)
     victim = stages[0].cells[3]
     (victim.run_dir / runs.METRICS).unlink()
     runner3 = FakeRunner()
     again = run_study(cfg, runner3, launcher=("basic", []))
-    assert again["launched"] == {"train": 1}
-    assert len(runner3.jobs) == 1
+    assert again["launched"] == {"train": 1, "evaluate": 1}
+    assert len(runner3.jobs) == 2
     assert set(victim.overrides) <= set(runner3.jobs[0])
+    assert f"runs={victim.run_dir}" in runner3.jobs[1]
 
 
 def test_local_launcher_runs_chunks_with_threads(tmp_path):

@@ -65,9 +65,14 @@ def test_train_finishes_then_skips_refuses_and_forces(make_cfg, tmp_path, capsys
     with pytest.raises(RunStateError, match=r"optimizer\.lr"):
         train(make_cfg("optimizer.lr=0.1"))
 
+    # what was derived from the old training (its evaluations, its summary) goes with it
+    (run / "eval" / "key").mkdir(parents=True)
+    (run / "eval" / "key" / "synthetic_lab.json").write_text("{}")
+    (run / "summary").mkdir()
     forced = make_cfg("train.force=true")
     assert train(forced)["status"] == "finished"
     assert (run / "last.ckpt").stat().st_mtime_ns != stamp
+    assert not (run / "eval").exists() and not (run / "summary").exists()
 
 
 def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(make_cfg):

@@ -345,8 +345,11 @@ def _finished_runs(
         yield run_dir, cfg, metrics, base, eval_dir
 
 
-def _eval_jsons(eval_dir: Path, problem: Problem) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(path, object) of each readable evaluate.py JSON in `eval_dir` (sorted)."""
+def _eval_jsons(
+    eval_dir: Path, metrics: dict, problem: Problem
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(path, object) of each readable evaluate.py JSON in `eval_dir` (sorted) that evaluated
+    the run's present training (`runs.evaluation_is_current`)."""
     for path in sorted(eval_dir.glob("*.json")):
         try:
             result = read_json(path)
@@ -355,6 +358,13 @@ def _eval_jsons(eval_dir: Path, problem: Problem) -> Iterator[tuple[Path, dict[s
             continue
         if not isinstance(result, dict):
             problem(path, "eval JSON holds no object, left out")
+            continue
+        if not runs.evaluation_is_current(result, metrics):
+            problem(
+                path,
+                "evaluation of an earlier training of this run (or from before evaluations were "
+                "stamped), left out: run evaluate.py again",
+            )
             continue
         yield path, result
 
@@ -410,7 +420,7 @@ def read_study(
         got: set[str] = set()
         if eval_dir is not None:
             ebase = base | {"eval_key": eval_dir.name}
-            for path, result in _eval_jsons(eval_dir, problem):
+            for path, result in _eval_jsons(eval_dir, metrics, problem):
                 dataset = str(result.get("dataset") or path.stem)
                 got.add(dataset)
                 for metric, value in eval_metrics(result):

@@ -16,7 +16,7 @@ from typing import Any
 
 from fer.errors import DataError, FerError, RunStateError
 from fer.io import atomic_write_text
-from fer.runs import CONFIG, METRICS, read_json_metrics, status
+from fer.runs import CONFIG, METRICS, evaluation_is_current, read_json_metrics, status
 
 SUMMARY = "summary"
 EVAL_FIELDS = (
@@ -105,11 +105,15 @@ def collect_evaluations(run_dir: Path) -> tuple[list[dict[str, Any]], list[tuple
     """One row per `<run>/eval/<key>/<dataset>.json`; unreadable files come back as skipped."""
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[Path, str]] = []
+    trained = read_json_metrics(run_dir)
     for path in sorted((run_dir / "eval").glob("*/*.json")):
         try:
             result = json.loads(path.read_text())
             if not isinstance(result, dict) or not isinstance(result.get("scores"), dict):
                 raise ValueError("no scores")
+            if not evaluation_is_current(result, trained):
+                skipped.append((path, "an evaluation of an earlier training: run evaluate again"))
+                continue
             rows.append(
                 {
                     "key": path.parent.name,
