@@ -111,8 +111,10 @@ def test_unpadded_convs_need_their_maps_placed(signal):
 
 
 @pytest.mark.slow
-def test_ground_truth_through_train_and_evaluate(make_cfg, tmp_path):
-    """The real pipeline: small_vgg trained by `train`, maps and overlap from `evaluate`."""
+@pytest.mark.parametrize("size", [48, 64])
+def test_ground_truth_through_train_and_evaluate(make_cfg, tmp_path, size):
+    """The real pipeline: small_vgg trained by `train`, maps and overlap from `evaluate`, at
+    its own 48 px (a 17×17 CAM map over pixels 7.5…39.5) and at 64 px (25×25)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -127,7 +129,7 @@ def test_ground_truth_through_train_and_evaluate(make_cfg, tmp_path):
             cfg.data.source.n_subjects = 24
             cfg.data.source.per_class = 5
             cfg.trainer.max_epochs = 6
-            cfg.model.input.size = 64  # small_vgg's CAM map is 17x17 at 48 px, 25x25 at 64
+            cfg.model.input.size = size
         train(cfg)
         with initialize_config_dir(str(CONF), version_base="1.3"):
             ev = compose(
@@ -143,5 +145,6 @@ def test_ground_truth_through_train_and_evaluate(make_cfg, tmp_path):
         per_region = result["overlap"]["class_mean"]["per_region"]
         scores[signal] = {r: per_region[r]["dice"]["mean"] for r in ("eyes_brows", "mouth")}
         scores[signal]["acc"] = result["scores"]["acc"]
+    print(json.dumps({"size": size, **scores}))
     assert scores["mouth"]["mouth"] > scores["mouth"]["eyes_brows"], scores
     assert scores["eyes"]["eyes_brows"] > scores["eyes"]["mouth"], scores
