@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
 
 from omegaconf import OmegaConf
 
@@ -40,6 +42,15 @@ MAX_NAME = 200  # a run directory name, well under the usual 255-byte limit
 def short_hash(text: str, n: int = 8) -> str:
     """A short, stable hex digest of `text`."""
     return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+def code_hash(*modules: ModuleType) -> str:
+    """A short digest of the modules' source files. Rendered data sets are keyed by it beside
+    their parameters, so an edited renderer draws anew instead of reusing stale images."""
+    digest = hashlib.sha1()
+    for module in modules:
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def _bare_key(key: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from fer.data import synthetic as syn
 from fer.data.sources.synthetic import scan
 from fer.errors import ConfigError
-from fer.naming import short_hash
+from fer.naming import code_hash, short_hash
 
 
 def _pair(domain: str, subject: int, cls: str, size: int = 64):
@@ -241,8 +241,8 @@ def test_scan_signal_cache_folder_and_validation(tmp_path):
         for k, m in dict(plain=plain, face=face, mouth=mouth, eyes=eyes).items()
     }
     assert all(len(v) == 1 for v in folder.values())
-    # "face" hashes exactly the pre-signal params, so existing caches are found again.
-    old = "lab-" + short_hash(json.dumps(kw, sort_keys=True))
+    # "face" hashes exactly the pre-signal params (and the renderer's code).
+    old = "lab-" + short_hash(json.dumps(kw, sort_keys=True) + code_hash(syn))
     assert folder["plain"] == folder["face"] == {tmp_path / old}
     assert len(folder["mouth"] | folder["eyes"] | folder["face"]) == 3
     (mouth_dir,) = folder["mouth"]

@@ -21,7 +21,7 @@ from torch import nn
 from fer.data import synthetic as syn
 from fer.data.sources.synthetic import scan
 from fer.errors import ConfigError
-from fer.naming import short_hash
+from fer.naming import code_hash, short_hash
 from fer.report import tables, validity
 from fer.report.collect import collect
 from fer.report.study import write_report
@@ -114,16 +114,26 @@ def test_existing_domains_render_bit_identically():
         assert hashlib.sha256(s.images.tobytes()).hexdigest()[:16] == BEFORE[signal], signal
 
 
+def test_an_edited_renderer_renders_anew(tmp_path, monkeypatch):
+    """Render folders are keyed by the renderer's code too: after an edit (here a copy of
+    fer/data/synthetic.py with one more line) the same parameters give a new folder."""
+    kw = dict(domain="lab", n_subjects=2, per_class=1, seed=0, size=32, classes=["anger"])
+    before = Path(scan(tmp_path, **kw).frame["path"][0]).parents[2]
+    edited = tmp_path / "synthetic_edited.py"
+    edited.write_text(Path(syn.__file__).read_text() + "\n# an edit\n")
+    monkeypatch.setattr(syn, "__file__", str(edited))
+    after = Path(scan(tmp_path, **kw).frame["path"][0]).parents[2]
+    assert after != before and (after / "manifest.csv").is_file()
+
+
 def test_scan_cued_folder_from_the_clean_one_with_a_shared_subject_split(tmp_path):
     kw = dict(domain="cue", n_subjects=5, per_class=1, seed=0, size=32, classes=["anger", "fear"])
     shares = {"train": 0.6, "val": 0.2, "test": 0.2}
     clean = scan(tmp_path, **kw, subject_split=shares).frame
     cued = scan(tmp_path, **kw, cue_mark="corner", cue_p=0.7, subject_split=shares).frame
-    # The clean folder hashes exactly the pre-cue parameters (caches stay valid).
-    assert (
-        Path(clean["path"][0]).parents[2]
-        == tmp_path / f"cue-{short_hash(json.dumps(kw, sort_keys=True))}"
-    )
+    # The clean folder hashes exactly the pre-cue parameters (and the renderer's code).
+    key = json.dumps(kw, sort_keys=True) + code_hash(syn)
+    assert Path(clean["path"][0]).parents[2] == tmp_path / f"cue-{short_hash(key)}"
     assert Path(cued["path"][0]).parents[2] != Path(clean["path"][0]).parents[2]
     params = json.loads((Path(cued["path"][0]).parents[2] / "params.json").read_text())
     assert params["cue_mark"] == "corner" and params["cue_p"] == 0.7

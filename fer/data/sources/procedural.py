@@ -20,7 +20,7 @@ from fer.data.manifest import Manifest
 from fer.data.sources.synthetic import _write_png  # the same PNG cache writer
 from fer.errors import ConfigError
 from fer.io import atomic_write_text
-from fer.naming import short_hash
+from fer.naming import code_hash, short_hash
 
 NO_ROI = "no_roi.png"
 
@@ -36,9 +36,9 @@ def scan(
 ) -> Manifest:
     """Render (or reuse) the procedural object set under `root` and return its Manifest.
 
-    The folder name holds a hash of every argument; `manifest.csv` is written last,
-    atomically, and marks the folder complete. `subject` holds the image's pseudo-subject
-    group (`objects_g<g>`), so subject-grouped splits apply.
+    The folder name holds a hash of every argument and of the renderer's code;
+    `manifest.csv` is written last, atomically, and marks the folder complete. `subject`
+    holds the image's pseudo-subject group (`objects_g<g>`), so subject-grouped splits apply.
 
     Raises:
         ConfigError: an unknown class, or fewer than one image or group.
@@ -63,7 +63,8 @@ def scan(
         classes=list(classes),
         n_groups=int(n_groups),
     )
-    folder = Path(root) / f"objects-{short_hash(json.dumps(params, sort_keys=True))}"
+    key = json.dumps(params, sort_keys=True) + code_hash(procedural)  # an edited renderer: anew
+    folder = Path(root) / f"objects-{short_hash(key)}"
     if not (folder / "manifest.csv").exists():
         _render_to(folder, params)
     frame = pd.read_csv(folder / "manifest.csv", dtype=str, keep_default_na=False)

@@ -20,7 +20,7 @@ import pandas as pd
 from fer.data.manifest import Manifest
 from fer.errors import ConfigError, DataError
 from fer.io import atomic_write_text
-from fer.naming import short_hash
+from fer.naming import code_hash, short_hash
 
 
 def scan(
@@ -107,7 +107,11 @@ def scan(
 
 
 def _folder(root: str | Path, params: dict) -> Path:
-    return Path(root) / f"{params['domain']}-{short_hash(json.dumps(params, sort_keys=True))}"
+    """The render folder: a hash of the parameters and of the renderer's code."""
+    from fer.data import synthetic
+
+    key = json.dumps(params, sort_keys=True) + code_hash(synthetic)
+    return Path(root) / f"{params['domain']}-{short_hash(key)}"
 
 
 def _subject_split(
