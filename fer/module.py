@@ -35,8 +35,9 @@ class FERClassifier(L.LightningModule):
         config: dict | None = None,
     ) -> None:
         super().__init__()
+        # in the checkpoint as given; loggers get a path-free copy (train.py, portable_config)
         self.save_hyperparameters(
-            {"classes": list(classes), "seed": int(seed), "config": config or {}}
+            {"classes": list(classes), "seed": int(seed), "config": config or {}}, logger=False
         )
         self.net = net
         self.classes = list(classes)

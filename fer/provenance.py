@@ -179,6 +179,29 @@ def collect_provenance(repo: Path = REPO) -> dict[str, Any]:
     }
 
 
+def portable_config(config: Any, output_root: str | Path) -> Any:
+    """The resolved config as loggers (W&B, CSV's hparams.yaml) receive it: absolute paths
+    under the output root become `<output_root>/...`, other absolute paths (dataset roots,
+    caches, home folders) `<local path>`. Shared runs then carry no user's file system; the
+    run's own config.yaml keeps the real paths."""
+    root = Path(output_root).expanduser().absolute()
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [scrub(v) for v in value]
+        if isinstance(value, str) and value.startswith(("/", "~")):
+            path = Path(value).expanduser()
+            try:
+                return f"<output_root>/{path.relative_to(root).as_posix()}"
+            except ValueError:
+                return "<local path>"
+        return value
+
+    return scrub(config)
+
+
 def wandb_fields(prov: Mapping[str, Any]) -> dict[str, Any]:
     """The flat keys a run's W&B config carries from its provenance."""
     devices = prov.get("devices") or []

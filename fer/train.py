@@ -130,7 +130,7 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     from fer.loggers import build_logger, finish_wandb
     from fer.models.build import build_model
     from fer.module import FERClassifier, score_datasets
-    from fer.provenance import wandb_fields, write_provenance
+    from fer.provenance import portable_config, wandb_fields, write_provenance
     from fer.strategies import apply_strategy
 
     started = time.time()
@@ -163,6 +163,13 @@ def _fit(cfg: DictConfig, run_dir: Path, resolved: dict) -> dict[str, Any]:
     if loggers and not isinstance(logger, CSVLogger):
         # curves on disk beside W&B: `python -m fer.report.run` plots them offline
         loggers.append(CSVLogger(str(run_dir), name="csv"))
+    hparams = {
+        "classes": list(classes),
+        "seed": int(cfg.seed),
+        "config": portable_config(resolved, cfg.paths.output_root),
+    }
+    for each in loggers:  # rank 0 only (Lightning's loggers are rank-zero-only)
+        each.log_hyperparams(hparams)
     exit_code = 1
     try:
         trainer = instantiate(

@@ -162,3 +162,26 @@ def test_training_run_writes_provenance_and_passes_it_to_the_logger(make_cfg, mo
     forced = make_cfg("train.force=true")
     assert train(forced)["status"] == "finished"
     assert "earlier" not in json.loads((run / provenance.PROVENANCE).read_text())
+
+
+def test_portable_config_keeps_no_local_path(tmp_path):
+    from fer.provenance import portable_config
+
+    root = tmp_path / "outputs"
+    cfg = {
+        "paths": {"output_root": str(root), "run_dir": str(root / "study" / "run-1")},
+        "data": {"root": "/data/jaffe", "name": "jaffe"},
+        "init": {"path": "~/weights/vgg.pth"},
+        "eval": {"datasets": ["jaffe", "/mnt/x"]},
+        "lr": 0.1,
+        "rel": "outputs/x",
+    }
+    out = portable_config(cfg, root)
+    assert out["paths"] == {
+        "output_root": "<output_root>/.",
+        "run_dir": "<output_root>/study/run-1",
+    }
+    assert out["data"] == {"root": "<local path>", "name": "jaffe"}
+    assert out["init"]["path"] == "<local path>"
+    assert out["eval"]["datasets"] == ["jaffe", "<local path>"]
+    assert out["lr"] == 0.1 and out["rel"] == "outputs/x"

@@ -37,6 +37,10 @@ def test_summary_of_a_real_run_with_csv_log_and_evaluations(make_cfg, tmp_path, 
     cfg = make_cfg("logger=csv", run_dir=run)
     train(cfg)
     assert list(run.rglob("metrics.csv")), "logger=csv should leave a CSV log"
+    # loggers get the config without this machine's paths (W&B gets the same dict)
+    [hparams] = run.rglob("hparams.yaml")
+    logged = hparams.read_text()
+    assert "<local path>" in logged and str(tmp_path) not in logged and "synthetic" in logged
     key = run / "eval" / "last-gradcam"
     key.mkdir(parents=True)
     stamp = {EVALUATED: json.loads((run / "metrics.json").read_text())["finished_at"]}

@@ -175,6 +175,9 @@ def test_readme_walkthrough(checkout) -> None:
     assert card["preprocessing"]["method"] == "landmarks"
     # W&B: the offline runs exist and `wandb sync --dry-run` accepted them
     assert list(run.glob("wandb/offline-run-*"))
+    # the model card (meant to be shared) names no path of this machine
+    for shared in (run / "export/model_card.md", run / "export/model_card.json"):
+        assert str(work) not in shared.read_text(), shared
     # JAFFE's licence: no face image in the run's files or its W&B runs (the class-mean map
     # is drawn over a blank face) until the user turns it on
     assert _media(run) == {"class_cams", "confusion"}
