@@ -253,7 +253,7 @@ def place(maps: np.ndarray, grid: Grid, size: tuple[int, int]) -> np.ndarray:
     """Cell maps (B, h, w) placed on (B, H, W) pixels by `grid`, min–max normalised per map."""
     wy = _interp(size[0], grid.cells[0], grid.offset[0], grid.stride[0])
     wx = _interp(size[1], grid.cells[1], grid.offset[1], grid.stride[1])
-    out = np.einsum("yi,bij,xj->byx", wy, maps.astype(np.float64), wx)
+    out = wy @ maps.astype(np.float64) @ wx.T  # (H, h) @ (B, h, w) @ (w, W): two matmuls
     out -= out.min(axis=(1, 2), keepdims=True)
     out /= 1e-7 + out.max(axis=(1, 2), keepdims=True)
     return out.astype(np.float32)
