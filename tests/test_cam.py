@@ -132,6 +132,20 @@ def test_small_vgg_cells_sit_on_the_image_centre(net):
     assert wide.cells == (25, 25) and wide.offset == (7.5, 7.5)
 
 
+@pytest.mark.parametrize("attention", ["se", "cbam"])
+def test_attention_gates_do_not_change_the_grid(net, attention):
+    """SE/CBAM pool over the whole image, so every cell's gradient reaches every pixel; the
+    grid is measured with the gates bypassed and equals plain small_vgg's (else the attention
+    arms of a study would get stretched maps and the plain arm placed ones)."""
+    from fer.explain.cam import layer_grid
+
+    cfg = {"arch": "small_vgg", "input": {"channels": 1, "size": 48}}
+    cfg["attention"] = {"type": attention, "after_blocks": [1, 2]}
+    gated = build_model(cfg, {"name": "glorot"}, 6)
+    plain = layer_grid(net, default_target_layer(net), (1, 48, 48))
+    assert layer_grid(gated, default_target_layer(gated), (1, 48, 48)) == plain
+
+
 def test_place_puts_each_cell_on_its_centre():
     """A one-hot cell lands on its receptive-field centre: cell (3, 5) of a grid at
     offset 7.5, stride 2 is centred on pixel (13.5, 17.5), so pixels 13–14 × 17–18 share the

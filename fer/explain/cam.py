@@ -125,6 +125,11 @@ def layer_grid(net: nn.Module, layer: nn.Module, shape: tuple[int, ...]) -> Grid
     model's mode is restored.
     """
     mode = net.training
+    # gates pass their input through while probing: their image-wide pooling would make every
+    # cell's field global (small_vgg_se/_cbam would fall back to the stretch, unlike small_vgg)
+    gates = [
+        m.register_forward_hook(_bypass) for m in net.modules() if isinstance(m, _gate_types())
+    ]
     try:
         net.eval()
         cells = _probe(net, layer, shape)
@@ -137,7 +142,34 @@ def layer_grid(net: nn.Module, layer: nn.Module, shape: tuple[int, ...]) -> Grid
                 return Grid(cells, (fits[0][0], fits[1][0]), (fits[0][1], fits[1][1]))
         return None
     finally:
+        for handle in gates:
+            handle.remove()
         net.train(mode)
+
+
+@functools.cache
+def _gate_types() -> tuple[type, ...]:
+    """Attention gates — fer's SE/CBAM and timm's SE, ECA, gather-excite, CBAM: they rescale
+    a map by weights pooled over the whole image and keep its shape and geometry."""
+    from fer.models.attention import ATTENTION_TYPES
+
+    types = list(ATTENTION_TYPES)
+    try:
+        import timm.layers as tl
+        from timm.layers import cbam
+    except ImportError:
+        return tuple(types)
+    names = ("SEModule", "EffectiveSEModule", "EcaModule", "CecaModule", "GatherExcite")
+    types += [getattr(tl, n) for n in names if hasattr(tl, n)]
+    types += [getattr(cbam, n) for n in ("CbamModule", "LightCbamModule") if hasattr(cbam, n)]
+    return tuple(types)
+
+
+def _bypass(_m: nn.Module, inputs: tuple, out: Any) -> Any:
+    """Forward hook: a gate's output replaced by its input (same shape only)."""
+    x = inputs[0] if inputs else None
+    same = isinstance(out, torch.Tensor) and isinstance(x, torch.Tensor) and out.shape == x.shape
+    return x if same else out
 
 
 class _Stop(Exception):
