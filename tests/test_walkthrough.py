@@ -107,6 +107,7 @@ def _mapped(text: str, mapping: dict[str, str]) -> str:
     return text
 
 
+@pytest.mark.slow  # ~100 s: kept out of `make test` (10-minute budget)
 def test_readme_walkthrough(checkout) -> None:
     work, mapping = checkout
     n_files = fabricate_jaffe(Path(mapping["/datasets/"]) / "jaffe")
