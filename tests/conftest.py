@@ -68,3 +68,39 @@ def train_tiny_run(root: Path, epochs: int = 1) -> tuple[Path, Path]:
         cfg.paths.run_dir = str(root / "outputs" / "default" / "run")
     train(cfg)
     return Path(cfg.paths.run_dir), cache
+
+
+def fit_lightning(cfg: DictConfig, max_epochs: int, ckpt_path: str | None = None, **trainer_kw):
+    """Lightning fit with the run's own datamodule, module and checkpoint callbacks, but no
+    entrypoint around it (so a test can stop between epochs and resume). Returns
+    (datamodule, module, trainer)."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from fer.checkpoint_io import AtomicCheckpointIO
+    from fer.models.build import build_model
+    from fer.module import FERClassifier
+    from fer.train import make_datamodule
+
+    L.seed_everything(0, workers=True, verbose=False)
+    dm = make_datamodule(cfg)
+    module = FERClassifier(
+        build_model(cfg.model, cfg.init, len(cfg.classes)),
+        cfg.classes,
+        optimizer=instantiate(cfg.optimizer),
+        seed=0,
+    )
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=cfg.paths.run_dir,
+        callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
+        plugins=[AtomicCheckpointIO()],
+        **trainer_kw,
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return dm, module, trainer

@@ -10,11 +10,11 @@ cv2's 11-bit enlargement weights). The tolerances below allow a little more than
 from __future__ import annotations
 
 import albumentations as A
-import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import fit_lightning
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
@@ -264,31 +264,11 @@ def test_refuses_a_training_set_above_the_size_limit(make_cfg):
 
 
 def _fit(cfg, max_epochs, ckpt_path=None):
-    """Lightning fit with the run's own data module and module (as tests/test_train.py)."""
-    from fer.models.build import build_model
-    from fer.module import FERClassifier
-
-    L.seed_everything(0, workers=True, verbose=False)
-    dm = make_datamodule(cfg)
-    module = FERClassifier(
-        build_model(cfg.model, cfg.init, len(cfg.classes)),
-        cfg.classes,
-        optimizer=instantiate(cfg.optimizer),
-        seed=0,
+    """Data module, weights and metrics of a Lightning fit (as tests/test_train.py)."""
+    # CPU time: 3 steps are enough to cross an epoch boundary
+    dm, module, trainer = fit_lightning(
+        cfg, max_epochs, ckpt_path, limit_train_batches=3, limit_val_batches=1
     )
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_train_batches=3,  # CPU time: enough steps to cross an epoch boundary
-        limit_val_batches=1,
-        default_root_dir=cfg.paths.run_dir,
-        callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return dm, module.net.state_dict(), trainer.callback_metrics
 
 

@@ -6,17 +6,16 @@ import itertools
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from conftest import fit_lightning
 from omegaconf import open_dict
 
 from fer.errors import ConfigError, RunStateError
 from fer.models.backbones import small_vgg
 from fer.models.init import glorot_
-from fer.train import make_datamodule, train
+from fer.train import train
 
 
 def test_training_step_lowers_loss_on_fixed_batch():
@@ -99,32 +98,8 @@ def test_fold_out_of_range_stops_before_work(make_cfg):
 
 
 def _fit(cfg, max_epochs, ckpt_path=None):
-    """Lightning fit with the run's own datamodule/module (to interrupt between epochs)."""
-    from fer.checkpoint_io import AtomicCheckpointIO
-    from fer.models.build import build_model
-    from fer.module import FERClassifier
-
-    L.seed_everything(0, workers=True, verbose=False)
-    dm = make_datamodule(cfg)
-    module = FERClassifier(
-        build_model(cfg.model, cfg.init, len(cfg.classes)),
-        cfg.classes,
-        optimizer=instantiate(cfg.optimizer),
-        seed=0,
-    )
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=cfg.paths.run_dir,
-        callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
-        plugins=[AtomicCheckpointIO()],
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    return module.net.state_dict()
+    """The net's weights after a Lightning fit (to interrupt between epochs)."""
+    return fit_lightning(cfg, max_epochs, ckpt_path)[1].net.state_dict()
 
 
 def test_resume_is_bit_identical_with_two_workers(make_cfg, tmp_path):

@@ -137,7 +137,7 @@ def layer_grid(net: nn.Module, layer: nn.Module, shape: tuple[int, ...]) -> Grid
             return None
         for scale in (1, 2, 4):
             big = (*shape[:-2], *(n * scale for n in shape[-2:]))
-            fits = _receptive_fields(net, layer, big)
+            fits = _receptive_fields(net, layer, big, cells if scale == 1 else None)
             if fits is not None:
                 return Grid(cells, (fits[0][0], fits[1][0]), (fits[0][1], fits[1][1]))
         return None
@@ -203,10 +203,14 @@ def _probe(net: nn.Module, layer: nn.Module, shape: tuple[int, ...]) -> tuple[in
 
 
 def _receptive_fields(
-    net: nn.Module, layer: nn.Module, shape: tuple[int, ...]
+    net: nn.Module,
+    layer: nn.Module,
+    shape: tuple[int, ...],
+    cells: tuple[int, int] | None = None,
 ) -> list[tuple[float, float]] | None:
-    """[(offset, stride) for y, x] measured on a (C, H, W) input, or None (see layer_grid)."""
-    cells = _probe(net, layer, shape)
+    """[(offset, stride) for y, x] measured on a (C, H, W) input, or None (see layer_grid);
+    `cells`: the layer's map size at this input, when already probed."""
+    cells = cells or _probe(net, layer, shape)
     if cells is None:
         return None
     h, w = cells
